@@ -1,0 +1,30 @@
+# The two commands (README): `make demo` and `make test`. Both set up .venv first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export TALLY_HOME ?= $(CURDIR)/.tally
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	touch $@
+
+# The main job on the embedded default (a private local Ray instance, SQLite under .tally).
+demo: setup
+	$(BIN)/python cli.py runs
+
+# Everything, slow end-to-end tests included (they run in CI too).
+test: setup
+	$(BIN)/python -m pytest
+
+# Only the fast tests, for the edit-test loop.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Training orchestration: data, per-worker loop, Ray launcher, meters, the store, scheduling."""

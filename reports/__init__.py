@@ -1,0 +1,1 @@
+"""Reports over the store: runs, carbon, cost, plots."""
