@@ -69,6 +69,8 @@ class Run(Base):
     plan_id: Mapped[str | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"))
     storage_path: Mapped[str | None] = mapped_column(Text)
     message: Mapped[str | None] = mapped_column(Text)
+    waited_s: Mapped[float] = mapped_column(Float, default=0.0)  # carbon-aware delay
+    paused_s: Mapped[float] = mapped_column(Float, default=0.0)  # carbon-aware suspensions
 
 
 class Step(Base):
@@ -109,6 +111,39 @@ class EnergySample(Base):
     joules: Mapped[float] = mapped_column(Float)
     watts: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(32))  # nvml | nvml-power | rapl | estimate
+
+
+class Fit(Base):
+    """A scaling-law fit L(N, D) = E + A/N^alpha + B/D^beta learned from runs (or typed in)."""
+    __tablename__ = "fits"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    constants: Mapped[dict] = mapped_column(JSON)  # E, A, B, alpha, beta
+    details: Mapped[dict] = mapped_column(JSON)  # intervals, residuals, runs used
+
+
+class Job(Base):
+    """A queued training job (`schedule add`), started by `schedule run`."""
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(32), default="queued")
+    preset: Mapped[str] = mapped_column(String(64))
+    options: Mapped[dict] = mapped_column(JSON)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class RunEvent(Base):
+    """Something that happened to a run besides steps: wait, pause, resume, budget stop,
+    worker restart, checkpoint fallback, meter failure."""
+    __tablename__ = "run_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    time: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 RUN_STATUSES = ("created", "waiting", "running", "paused", "completed", "failed",
@@ -331,6 +366,11 @@ class Store:
             with self.write() as s:
                 s.add_all([EnergySample(run_id=run_id, **x) for x in samples])
 
+    def add_event(self, run_id: str, kind: str, **details: Any) -> None:
+        with self.write() as s:
+            s.add(RunEvent(run_id=run_id, kind=kind,
+                           details=json.loads(json.dumps(details, default=str))))
+
     def add_plan(self, inputs: dict, outputs: dict, kind: str = "plan") -> str:
         plan = Plan(id=new_id("plan-"), kind=kind, inputs=json.loads(json.dumps(inputs, default=str)),
                     outputs=json.loads(json.dumps(outputs, default=str)))
@@ -396,6 +436,8 @@ def run_summary(run: Run, n_steps: int, last_step: int | None, tokens: int | Non
         "job_id": run.job_id,
         "plan_id": run.plan_id,
         "message": run.message,
+        "waited_s": run.waited_s,
+        "paused_s": run.paused_s,
     }
 
 

@@ -51,3 +51,17 @@ def assert_bad_input(result: CliResult, *needles: str) -> None:
     assert "Traceback" not in result.stderr
     for n in needles:
         assert n.lower() in result.stderr.lower(), (n, result.stderr)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One private local Ray instance for the whole test session (starting Ray costs 3-6 s and
+    0.5 GB here, so tests share it). Tests that need Ray take this fixture; the code under test
+    finds Ray already initialised and uses it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=4, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
