@@ -171,6 +171,118 @@ def _num(x: Any, fmt: str) -> str:
 
 
 # --- train (issue 5) ------------------------------------------------------------------------
+@app.command("train")
+def train_cmd(
+    ctx: typer.Context,
+    preset: Annotated[Optional[str], typer.Argument(help="Model preset: tiny, small, 1b, 7b, 13b, 33b, 65b (`cli.py models`).")] = None,
+    workers: Annotated[int, typer.Option(help="Ray Train workers (one GPU each on GPU nodes).")] = 1,
+    max_steps: Annotated[Optional[str], typer.Option(help="Stop after this many optimiser steps.")] = None,
+    tokens: Annotated[Optional[str], typer.Option(help="Training tokens for the schedule (2B, 1.4T); default the preset's.")] = None,
+    batch_tokens: Annotated[Optional[str], typer.Option(help="Global batch in tokens (default the preset's).")] = None,
+    micro_batch: Annotated[Optional[int], typer.Option(help="Sequences per forward/backward on one worker.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default the preset's).")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warm-up steps (default the preset's).")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints (default 100).")] = None,
+    keep_last: Annotated[int, typer.Option(help="Complete checkpoints to keep.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed for the weights and the data order.")] = 0,
+    data: Annotated[str, typer.Option(help="Prepared dataset: a name under $TALLY_HOME/data or a path.")] = "demo",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    gpu: Annotated[Optional[str], typer.Option(help="GPU type for MFU peak, memory and footprint (a100-80gb, h100, ...).")] = None,
+    activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing", help="Recompute each block in backward.")] = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile each block.")] = False,
+    max_failures: Annotated[int, typer.Option(help="Worker-group restarts Ray may make.")] = 3,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default: a private local Ray instance.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Checkpoint storage (shared on a cluster); default $TALLY_HOME/runs.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="A name for the run.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Resume this run id from its newest complete checkpoint.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the launch plan; start nothing.")] = False,
+    plan: Annotated[Optional[str], typer.Option(help="A plan id from `cli.py plan`, for plan-vs-actual.")] = None,
+    pue: Annotated[Optional[float], typer.Option(help="Data-centre PUE (default LLaMA's 1.1).")] = None,
+    intensity: Annotated[Optional[float], typer.Option(help="Grid intensity, kg CO2eq/kWh (default LLaMA's 0.385).")] = None,
+    region: Annotated[Optional[str], typer.Option(help="Grid region for the intensity (gcp:europe-west9, FRA, us:iowa).")] = None,
+    price: Annotated[Optional[float], typer.Option(help="Price per GPU-hour in $.")] = None,
+    meter_interval: Annotated[float, typer.Option(help="Energy sampling window in seconds.")] = 1.0,
+    no_meter: Annotated[bool, typer.Option("--no-meter", help="Do not meter energy.")] = False,
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Start the local Ray without its dashboard.")] = False,
+    events: Annotated[bool, typer.Option("--events", help="Print `@tally {json}` event lines (remote following).")] = False,
+    json_: JsonOpt = False,
+):
+    """Train a LLaMA preset on Ray with FSDP2: checkpoints, resume, metering, live progress."""
+    from orchestrator.launcher import TrainRequest, train
+    from planners.units import parse_count, parse_int_count
+
+    if preset is None and resume is None:
+        raise BadInput("train needs a PRESET (tiny, small, 1b, 7b, 13b, 33b, 65b) or --resume RUN_ID")
+    if meter_interval <= 0:
+        raise BadInput(f"--meter-interval must be > 0 seconds, got {meter_interval}")
+    req = TrainRequest(
+        preset=preset or "", workers=workers,
+        max_steps=parse_int_count(max_steps, "--max-steps") if max_steps else None,
+        tokens=parse_count(tokens, "--tokens") if tokens else None,
+        batch_tokens=parse_int_count(batch_tokens, "--batch-tokens") if batch_tokens else None,
+        micro_batch=micro_batch, lr=lr, warmup_steps=warmup_steps,
+        checkpoint_every=checkpoint_every, keep_last=keep_last, seed=seed, data=data,
+        device=device, gpu=gpu, activation_checkpointing=activation_checkpointing,
+        compile=compile_, max_failures=max_failures, address=address, storage=storage,
+        name=name, resume=resume, dry_run=dry_run, plan_id=plan, pue=pue,
+        intensity_kg_per_kwh=intensity, region=region, price_usd_per_gpu_hour=price,
+        meter_interval_s=meter_interval, meter=not no_meter, dashboard=not no_dashboard)
+    want_json = json_ or g(ctx).json
+    live = {"progress": None}
+
+    def on_start(info: dict) -> None:
+        from reports.live import TrainProgress
+
+        launch = info["launch"]
+        if not want_json and not events:
+            c = err()
+            c.print(f"run {info['run_id']}: {launch['preset']} on {launch['workers']} "
+                    f"{launch['device']} worker(s), {launch['max_steps']} steps of "
+                    f"{launch['batch_tokens']:,} tokens; checkpoints in {info['run_dir']}")
+            if info.get("dashboard_url"):
+                c.print(f"Ray dashboard: {info['dashboard_url']} (token file: {info['token_path']})")
+        run_cfg = store.get_run(info["run_id"]).config
+        live["progress"] = TrainProgress(launch["max_steps"], launch["tokens"], run_cfg["pue"],
+                                         run_cfg["intensity_kg_per_kwh"]).__enter__()
+
+    def progress(m: dict) -> None:
+        if live["progress"] is not None and not want_json and not events:
+            live["progress"](m)
+
+    def event_line(e: dict) -> None:
+        sys.stdout.write("@tally " + json.dumps(e, default=str) + "\n")
+        sys.stdout.flush()
+
+    store = store_of(ctx)
+    try:
+        result = train(store, home_of(ctx), req, progress=progress, on_start=on_start,
+                       events=event_line if events else None)
+    finally:
+        if live["progress"] is not None:
+            live["progress"].__exit__(None, None, None)
+    if events:
+        return
+    emit(ctx, result, lambda c: render_train(c, result), json_)
+
+
+def render_train(c: Console, result: dict) -> None:
+    if result.get("dry_run"):
+        t = Table(title="launch plan (dry run: nothing started)", show_header=False)
+        t.add_column("key", style="bold")
+        t.add_column("value")
+        for k, v in result["launch"].items():
+            t.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+        mem = result.get("memory") or {}
+        if mem.get("total_bytes_per_device"):
+            t.add_row("memory per device", f"{mem['total_bytes_per_device'] / 1e9:.2f} GB")
+        for k, v in (result.get("prediction") or {}).items():
+            t.add_row(f"predicted {k}", _num(v, ",.4g") if isinstance(v, (int, float)) else str(v))
+        for k, v in result.get("assumptions", {}).items():
+            t.add_row(k, str(v))
+        c.print(t)
+        return
+    c.print(runs_table([result]))
+
 
 
 # --- report (issue 7) -----------------------------------------------------------------------

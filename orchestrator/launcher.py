@@ -1,0 +1,605 @@
+"""Ray: start or attach a cluster, pre-flight, TorchTrainer, and the driver's side of a run.
+
+The driver (this process) owns the store. Workers run `orchestrator.train.train_loop` and talk
+to the driver through a `Channel` actor; a poller thread here drains it, writes steps,
+checkpoints, evaluations and energy samples to the store, and drives the progress display.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from model.presets import Preset, UnknownPreset, flops_per_token, get_preset
+from orchestrator.home import Home
+from orchestrator.store import Store, utcnow
+from planners.errors import BadInput, RunFailed
+
+DEFAULT_CHECKPOINT_EVERY = 100
+
+
+# -- the Ray side ---------------------------------------------------------------------------
+def _channel_class():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Channel:
+        """Messages from workers to the driver, and one command from the driver to workers."""
+
+        def __init__(self):
+            self.items: list[dict] = []
+            self.command: str | None = None
+
+        def put(self, items: list[dict]) -> None:
+            self.items.extend(items)
+
+        def drain(self) -> list[dict]:
+            out, self.items = self.items, []
+            return out
+
+        def set_command(self, command: str | None) -> None:
+            self.command = command
+
+        def get_command(self) -> str | None:
+            return self.command
+
+    return Channel
+
+
+def ensure_token(home: Home) -> Path:
+    """A private (0600) Ray auth token under $TALLY_HOME, used by the embedded Ray instance."""
+    path = home.root / "ray" / "auth_token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    os.chmod(path, 0o600)
+    return path
+
+
+@dataclass
+class RayHandle:
+    address: str | None
+    dashboard_url: str | None
+    started_here: bool
+    token_path: str | None = None
+
+
+def connect(home: Home, address: str | None, *, dashboard: bool = True) -> RayHandle:
+    """Attach to `address`, reuse an initialised Ray, or start a private local instance
+    (dashboard on 127.0.0.1, token authentication on)."""
+    import ray
+
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        return RayHandle(ctx.gcs_address, None, False)
+    if address:
+        try:
+            info = ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except Exception as e:  # ConnectionError, RuntimeError on auth, ...
+            raise BadInput(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
+                           "give --address ray://HEAD:10001, HEAD:6379 or auto") from None
+        return RayHandle(address, getattr(info, "dashboard_url", None), False)
+    token = ensure_token(home)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    info = ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=dashboard,
+                    dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
+    url = getattr(info, "dashboard_url", None)
+    return RayHandle("local", f"http://{url}" if url and "://" not in url else url, True,
+                     str(token))
+
+
+def cluster_capacity() -> dict:
+    import ray
+
+    res = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"cpus": int(res.get("CPU", 0)), "gpus": int(res.get("GPU", 0)),
+            "memory_bytes": float(res.get("memory", 0)), "nodes": len(nodes)}
+
+
+# -- planning a launch ----------------------------------------------------------------------
+@dataclass
+class LaunchPlan:
+    preset: Preset
+    workers: int
+    device: str
+    cpus_per_worker: int
+    seq_len: int
+    global_batch: int
+    micro_batch: int
+    accumulation: int
+    max_steps: int
+    total_steps: int
+    warmup_steps: int
+    lr: float
+    tokens_per_step: int
+    checkpoint_every: int
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "preset": self.preset.name, "params": self.preset.params, "workers": self.workers,
+            "device": self.device, "cpus_per_worker": self.cpus_per_worker,
+            "seq_len": self.seq_len, "global_batch_sequences": self.global_batch,
+            "micro_batch": self.micro_batch, "accumulation": self.accumulation,
+            "batch_tokens": self.tokens_per_step, "max_steps": self.max_steps,
+            "total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "lr": self.lr,
+            "tokens": self.max_steps * self.tokens_per_step,
+            "checkpoint_every": self.checkpoint_every, "notes": self.notes,
+        }
+
+
+def resolve_preset(name: str) -> Preset:
+    try:
+        return get_preset(name)
+    except UnknownPreset as e:
+        raise BadInput(str(e)) from None
+
+
+def plan_launch(preset: Preset, *, workers: int, device: str, cpus_per_worker: int,
+                max_steps: int | None, tokens: float | None, batch_tokens: int | None,
+                micro_batch: int | None, lr: float | None, warmup_steps: int | None,
+                checkpoint_every: int | None) -> LaunchPlan:
+    if workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {workers}")
+    seq_len = preset.seq_len
+    batch_tokens = int(batch_tokens or preset.batch_tokens)
+    if batch_tokens < seq_len:
+        raise BadInput(f"--batch-tokens {batch_tokens} is smaller than one sequence "
+                       f"({seq_len} tokens for {preset.name})")
+    global_batch = batch_tokens // seq_len
+    if global_batch % workers:  # round the global batch to a multiple of the worker count
+        global_batch = max(workers, round(global_batch / workers) * workers)
+    per_worker = global_batch // workers
+    want = int(micro_batch) if micro_batch else min(per_worker, 8 if device == "cpu" else 16)
+    if want < 1:
+        raise BadInput(f"--micro-batch must be >= 1, got {micro_batch}")
+    micro = max(d for d in range(1, min(want, per_worker) + 1) if per_worker % d == 0)
+    notes = []
+    if micro_batch and micro != int(micro_batch):
+        notes.append(f"micro-batch {micro_batch} -> {micro} to divide {per_worker} sequences per worker")
+    tokens_per_step = global_batch * seq_len
+    if tokens is not None:
+        total = max(1, int(tokens // tokens_per_step))
+    elif max_steps is not None:
+        total = int(max_steps)
+    else:
+        total = max(1, preset.train_tokens // tokens_per_step)
+    steps = int(max_steps) if max_steps is not None else total
+    if steps < 1:
+        raise BadInput(f"--max-steps must be >= 1, got {max_steps}")
+    warmup = int(warmup_steps) if warmup_steps is not None else preset.warmup_steps
+    if warmup >= total:
+        warmup = max(1, total // 10)
+        notes.append(f"warm-up shortened to {warmup} steps (10% of a {total}-step schedule)")
+    every = int(checkpoint_every) if checkpoint_every else min(DEFAULT_CHECKPOINT_EVERY, steps)
+    if every < 1:
+        raise BadInput(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
+    return LaunchPlan(preset, workers, device, cpus_per_worker, seq_len, global_batch, micro,
+                      per_worker // micro, steps, total, warmup, float(lr or preset.lr),
+                      tokens_per_step, every, notes)
+
+
+def preflight(preset: Preset, plan: LaunchPlan, capacity: dict, gpu_name: str | None) -> dict:
+    """The memory plan against the cluster: BadInput with what it needs when it cannot hold it."""
+    from planners.hardware import get_gpu
+    from planners.memory import min_devices, plan_memory
+
+    mixed = plan.device == "cuda"
+    mem = plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=plan.micro_batch,
+                      world_size=plan.workers, activation_checkpointing=False,
+                      mixed_precision=mixed)
+    need = mem["total_bytes_per_device"]
+    gpu = get_gpu(gpu_name or "a100-80gb")
+    if plan.device == "cuda":
+        if plan.workers > capacity["gpus"]:
+            raise BadInput(f"--workers {plan.workers} needs {plan.workers} GPUs; this cluster has "
+                           f"{capacity['gpus']}")
+        if need > 0.9 * gpu.memory_bytes:
+            raise BadInput(_needs(preset, plan, gpu, capacity, need, "GPU"))
+        return mem
+    if plan.workers * plan.cpus_per_worker > capacity["cpus"]:
+        raise BadInput(f"--workers {plan.workers} needs {plan.workers * plan.cpus_per_worker} "
+                       f"CPUs; this cluster has {capacity['cpus']}")
+    per_worker_memory = capacity["memory_bytes"] / max(1, plan.workers)
+    if need > 0.9 * per_worker_memory:
+        raise BadInput(_needs(preset, plan, gpu, capacity, need, "CPU worker"))
+    return mem
+
+
+def _needs(preset: Preset, plan: LaunchPlan, gpu, capacity: dict, need: float, what: str) -> str:
+    from planners.memory import min_devices, plan_memory
+
+    n = min_devices(preset.args, device_memory_bytes=gpu.memory_bytes, seq_len=plan.seq_len,
+                    micro_batch=1, activation_checkpointing=True, mixed_precision=True)
+    at_n = plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=1, world_size=n,
+                       activation_checkpointing=True, mixed_precision=True)
+    return (f"{preset.name} needs at least {n} {gpu.label} GPUs ({-(-n // 8)} 8-GPU nodes): "
+            f"{at_n['total_bytes_per_device'] / 1e9:.1f} GB per GPU with FSDP over {n} "
+            f"(micro-batch 1, activation checkpointing); this cluster has {capacity['gpus']} GPUs "
+            f"and {capacity['memory_bytes'] / 1e9:.0f} GB of memory, and the requested launch "
+            f"needs {need / 1e9:.0f} GB per {what} over {plan.workers} worker(s)")
+
+
+# -- running ----------------------------------------------------------------------------------
+@dataclass
+class TrainRequest:
+    preset: str
+    workers: int = 1
+    max_steps: int | None = None
+    tokens: float | None = None
+    batch_tokens: int | None = None
+    micro_batch: int | None = None
+    lr: float | None = None
+    warmup_steps: int | None = None
+    checkpoint_every: int | None = None
+    keep_last: int = 3
+    seed: int = 0
+    data: str = "demo"
+    device: str = "auto"  # auto | cpu | cuda
+    gpu: str | None = None  # catalogue name, for MFU peak and the footprint
+    activation_checkpointing: bool = False
+    compile: bool = False
+    max_failures: int = 3
+    address: str | None = None
+    storage: str | None = None
+    name: str | None = None
+    resume: str | None = None
+    dry_run: bool = False
+    plan_id: str | None = None
+    pue: float | None = None
+    intensity_kg_per_kwh: float | None = None
+    region: str | None = None
+    price_usd_per_gpu_hour: float | None = None
+    meter_interval_s: float = 1.0
+    meter: bool = True
+    dashboard: bool = True
+
+
+class Driver:
+    """Drains the channel, writes the store, feeds the meters and the progress display."""
+
+    def __init__(self, store: Store, run_id: str, channel, plan: LaunchPlan, run_dir: Path,
+                 progress: Callable[[dict], None] | None, events: Callable[[dict], None] | None,
+                 meters=None):
+        self.store, self.run_id, self.channel, self.plan = store, run_id, channel, plan
+        self.run_dir, self.progress, self.events, self.meters = run_dir, progress, events, meters
+        self.stop = threading.Event()
+        self.last: dict = {}
+        self.done: dict | None = None
+        self.energy_joules = 0.0
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._loop, name="tally-driver", daemon=True)
+
+    def start(self) -> "Driver":
+        self.thread.start()
+        return self
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        self.poll_once()  # whatever arrived last
+        if self.meters is not None:
+            self._energy(self.meters.stop())
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.25):
+            try:
+                self.poll_once()
+            except Exception as e:  # never let the display or the store kill the run
+                self.errors.append(f"{type(e).__name__}: {e}")
+
+    def poll_once(self) -> None:
+        import ray
+
+        msgs = ray.get(self.channel.drain.remote())
+        steps: list[dict] = []
+        for m in msgs:
+            kind = m.pop("type")
+            if kind == "step":
+                m["time"] = datetime.utcfromtimestamp(m["time"])
+                steps.append(m)
+                self.last = m
+                continue
+            if steps:  # keep order: rows before the message that follows them
+                self.store.add_steps(self.run_id, steps)
+                steps = []
+            self._message(kind, m)
+        if steps:
+            self.store.add_steps(self.run_id, steps)
+            self._emit({"type": "step", **{k: (v.timestamp() if k == "time" else v)
+                                            for k, v in steps[-1].items()}}, all_steps=steps)
+        if self.meters is not None:
+            self._energy(self.meters.poll())
+        if self.progress and self.last:
+            self.progress({**self.last, "energy_joules": self.energy_joules})
+
+    def _message(self, kind: str, m: dict) -> None:
+        if kind == "hello":
+            if self.meters is not None:
+                self.meters.add_node(m["node_id"], m.get("gpu_uuids") or [])
+        elif kind == "resumed":
+            removed = self.store.delete_steps_after(self.run_id, m["step"])
+            if m["step"] > 0 or removed:
+                self.store.add_event(self.run_id, "resume", step=m["step"], path=m.get("path"),
+                                     discarded_step_rows=removed)
+            for path, reason in m.get("skipped") or []:
+                self.store.add_event(self.run_id, "checkpoint-skipped", path=path, reason=reason)
+        elif kind == "checkpoint":
+            self.store.add_checkpoint(self.run_id, m["step"], m["path"], True)
+        elif kind == "eval":
+            self.store.add_event(self.run_id, "eval", **m)
+        elif kind == "log":
+            self.store.add_event(self.run_id, m.get("level", "info"), message=m.get("message"))
+            print(f"{m.get('level', 'info')}: {m.get('message')}", file=sys.stderr)
+        elif kind == "done":
+            self.done = m
+        self._emit({"type": kind, **m})
+
+    def _energy(self, samples: list[dict]) -> None:
+        if samples:
+            self.store.add_energy(self.run_id, samples)
+            self.energy_joules += sum(s["joules"] for s in samples)
+            self._emit({"type": "energy", "samples": [
+                {**s, "time": s["time"].isoformat()} for s in samples]})
+
+    def _emit(self, event: dict, all_steps: list[dict] | None = None) -> None:
+        if self.events is None:
+            return
+        if all_steps is not None:
+            for s in all_steps:
+                self.events({"type": "step", **{k: (v.timestamp() if k == "time" else v)
+                                                 for k, v in s.items()}})
+        else:
+            self.events(event)
+
+
+def _run_config(req: TrainRequest, plan: LaunchPlan, footprint: dict) -> dict:
+    cfg = {k: v for k, v in req.__dict__.items() if k not in ("dry_run", "resume")}
+    cfg.update(plan.as_dict())
+    cfg.update(footprint)
+    cfg["gpus_per_worker"] = 1 if plan.device == "cuda" else 0
+    cfg["tokens_planned"] = plan.max_steps * plan.tokens_per_step
+    return cfg
+
+
+def footprint_assumptions(req: TrainRequest, device: str) -> dict:
+    """PUE, grid intensity and price for this run, each with where it came from."""
+    from planners import footprint as fp
+    from planners.grid import lookup
+    from planners.hardware import get_gpu
+
+    out: dict[str, Any] = {"pue": fp.check_pue(req.pue) if req.pue is not None else fp.LLAMA_PUE}
+    if req.intensity_kg_per_kwh is not None:
+        out["intensity_kg_per_kwh"] = fp.check_intensity(req.intensity_kg_per_kwh)
+        out["intensity_source"] = "given (--intensity)"
+    elif req.region:
+        it = lookup(req.region)
+        out.update(intensity_kg_per_kwh=it.kg_per_kwh, intensity_source=it.source,
+                   region=it.region)
+    else:
+        out.update(intensity_kg_per_kwh=fp.LLAMA_INTENSITY_KG_PER_KWH,
+                   intensity_source="assumed: LLaMA convention (US average, 0.385 kg/kWh)")
+    gpu = get_gpu(req.gpu) if req.gpu else None
+    out["gpu"] = gpu.name if gpu else None
+    if req.price_usd_per_gpu_hour is not None:
+        out["price_usd_per_gpu_hour"] = req.price_usd_per_gpu_hour
+    elif device == "cuda":
+        out["price_usd_per_gpu_hour"] = (gpu or get_gpu("a100-80gb")).price_usd_per_hour
+    else:
+        out["price_usd_per_gpu_hour"] = None
+    return out
+
+
+def _device(req: TrainRequest, capacity: dict) -> str:
+    if req.device not in ("auto", "cpu", "cuda"):
+        raise BadInput(f"--device {req.device!r} is not one of auto, cpu, cuda")
+    if req.device == "auto":
+        return "cuda" if capacity["gpus"] >= 1 else "cpu"
+    if req.device == "cuda" and capacity["gpus"] < 1:
+        raise BadInput("--device cuda, but this cluster has no GPUs; use --device cpu or "
+                       "--address of a GPU cluster")
+    return req.device
+
+
+def _open_data(req: TrainRequest, home: Home, preset: Preset):
+    from orchestrator.data import open_dataset
+
+    ds = open_dataset(req.data, home=home, split="train")
+    tok = Path(ds.tokenizer_path) if getattr(ds, "tokenizer_path", None) else None
+    if tok is not None and not tok.exists():
+        raise BadInput(f"the tokenizer of dataset {req.data!r} is missing ({tok}); run "
+                       "`cli.py data prepare` again")
+    if ds.vocab_size > preset.args.vocab_size:
+        raise BadInput(f"dataset {req.data!r} has a {ds.vocab_size}-token vocabulary, larger than "
+                       f"{preset.name}'s {preset.args.vocab_size}; prepare it with "
+                       f"--vocab-size {preset.args.vocab_size} or pick another preset")
+    return ds
+
+
+def local_capacity() -> dict:
+    """This machine, without starting Ray (for --dry-run)."""
+    import psutil
+
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:
+        pass
+    return {"cpus": os.cpu_count() or 1, "gpus": gpus,
+            "memory_bytes": float(psutil.virtual_memory().total) * 0.7, "nodes": 1}
+
+
+def train(store: Store, home: Home, req: TrainRequest, *,
+          progress: Callable[[dict], None] | None = None,
+          events: Callable[[dict], None] | None = None,
+          on_start: Callable[[dict], None] | None = None) -> dict:
+    """Plan, pre-flight, record and run one training run; returns the run's summary."""
+    if req.resume:
+        prior = store.get_run(req.resume)
+        cfg = dict(prior.config)
+        keep = {k: getattr(req, k) for k in ("max_steps", "address", "dashboard", "meter")
+                if getattr(req, k) is not None}
+        req = TrainRequest(**{k: v for k, v in cfg.items() if k in TrainRequest.__dataclass_fields__})
+        for k, v in keep.items():
+            setattr(req, k, v)
+        req.resume = prior.id
+    preset = resolve_preset(req.preset)
+    if req.dry_run:
+        capacity = local_capacity() if not req.address else None
+    else:
+        capacity = None
+    handle = None
+    if capacity is None:
+        handle = connect(home, req.address, dashboard=req.dashboard)
+        capacity = cluster_capacity()
+    device = _device(req, capacity)
+    cpus = max(1, capacity["cpus"] // req.workers) if device == "cpu" else 1
+    plan = plan_launch(preset, workers=req.workers, device=device, cpus_per_worker=cpus,
+                       max_steps=req.max_steps, tokens=req.tokens, batch_tokens=req.batch_tokens,
+                       micro_batch=req.micro_batch, lr=req.lr, warmup_steps=req.warmup_steps,
+                       checkpoint_every=req.checkpoint_every)
+    memory = preflight(preset, plan, capacity, req.gpu)
+    assumptions = footprint_assumptions(req, device)
+    if req.dry_run:
+        return {"dry_run": True, "launch": plan.as_dict(), "memory": memory,
+                "capacity": capacity, "assumptions": assumptions,
+                "prediction": predict(preset, plan, req, assumptions)}
+    dataset = _open_data(req, home, preset)
+    if dataset.num_sequences(plan.seq_len) < plan.global_batch:
+        raise BadInput(f"dataset {req.data!r} holds {dataset.num_sequences(plan.seq_len)} sequences "
+                       f"of {plan.seq_len} tokens, fewer than one global batch ({plan.global_batch})")
+    return _run(store, home, req, preset, plan, dataset, device, assumptions, handle,
+                progress, events, on_start)
+
+
+def predict(preset: Preset, plan: LaunchPlan, req: TrainRequest, assumptions: dict) -> dict:
+    """Predicted time and footprint of the launch, through the planner's evaluate mode."""
+    from planners.plan import make_plan
+
+    try:
+        p = make_plan(model=preset.name, train_tokens=plan.max_steps * plan.tokens_per_step,
+                      gpu=req.gpu or "a100-80gb", gpus=plan.workers,
+                      pue=assumptions["pue"], intensity=assumptions["intensity_kg_per_kwh"])
+    except TypeError:  # planner signature differs: say so rather than guess
+        return {}
+    given = next((o for o in p["options"] if o["label"] == "given"), p["options"][0])
+    return {k: given.get(k) for k in ("gpu_hours", "days", "cost_usd", "energy_mwh", "tco2eq")}
+
+
+def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, progress, events,
+         on_start) -> dict:
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from orchestrator.train import TrainConfig
+
+    if req.resume:
+        run = store.get_run(req.resume)
+        run_id = run.id
+        store.update_run(run_id, status="running", ended_at=None, message=None)
+    else:
+        cfg = _run_config(req, plan, assumptions)
+        run = store.create_run(preset.name, cfg, name=req.name, status="running",
+                               ray_address=handle.address if handle else None,
+                               plan_id=req.plan_id)
+        run_id = run.id
+    store.update_run(run_id, started_at=run.started_at or utcnow())
+    storage = req.storage or str(home.runs)
+    run_dir = Path(storage) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.update_run(run_id, storage_path=str(run_dir))
+    if on_start:
+        on_start({"run_id": run_id, "dashboard_url": handle.dashboard_url if handle else None,
+                  "token_path": handle.token_path if handle else None,
+                  "launch": plan.as_dict(), "run_dir": str(run_dir)})
+    if events:
+        events({"type": "run", "run_id": run_id, "preset": preset.name,
+                "config": store.get_run(run_id).config})
+
+    channel = _channel_class().remote()
+    tcfg = TrainConfig(
+        run_id=run_id, preset=preset.name, model_args=preset.args.__dict__.copy(),
+        data=str(dataset.path), checkpoint_dir=str(run_dir / "checkpoints"),
+        seq_len=plan.seq_len, global_batch=plan.global_batch, micro_batch=plan.micro_batch,
+        max_steps=plan.max_steps, total_steps=plan.total_steps, lr=plan.lr,
+        warmup_steps=plan.warmup_steps, seed=req.seed, checkpoint_every=plan.checkpoint_every,
+        keep_last=req.keep_last, device=device,
+        activation_checkpointing=req.activation_checkpointing, compile=req.compile,
+        peak_flops=_peak(req, device), flops_per_token=flops_per_token(preset.args, plan.seq_len),
+        params=preset.params, extra={"threads": plan.cpus_per_worker})
+    meters = None
+    if req.meter:
+        meters = _meters(run_id, run_dir, req, store)
+    driver = Driver(store, run_id, channel, plan, run_dir, progress, events, meters).start()
+    resources = {"GPU": 1} if device == "cuda" else {"CPU": plan.cpus_per_worker}
+    trainer = TorchTrainer(
+        _worker_entry, train_loop_config={**tcfg.as_dict(), "channel": channel},
+        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=device == "cuda",
+                                     resources_per_worker=resources,
+                                     placement_strategy="PACK"),
+        run_config=RunConfig(name=run_id, storage_path=str(Path(storage).absolute()),
+                             failure_config=FailureConfig(max_failures=req.max_failures)))
+    status, message = "failed", None
+    try:
+        trainer.fit()
+        status = "completed"
+    except KeyboardInterrupt:
+        status, message = "interrupted", "interrupted by the user (resume with --resume)"
+    except Exception as e:  # TrainingFailedError and friends
+        message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+    finally:
+        driver.finish()
+        ray.kill(channel)
+    if status == "completed" and driver.done and driver.done.get("reason") not in (None, "max_steps"):
+        status = "budget-stopped" if driver.done["reason"] == "budget" else "interrupted"
+    store.update_run(run_id, status=status, ended_at=utcnow(), message=message)
+    if events:
+        events({"type": "status", "status": status, "message": message})
+    summary = store.run_summaries([run_id])[0]
+    if status == "failed":
+        log = run_dir
+        raise RunFailed(f"run {run_id} failed: {message}; logs under {log} and the Ray session "
+                        "logs (/tmp/ray/session_latest/logs)")
+    return summary
+
+
+def _worker_entry(config: dict) -> None:
+    import torch
+
+    threads = (config.get("extra") or {}).get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    from orchestrator.train import train_loop
+
+    train_loop(config)
+
+
+def _peak(req: TrainRequest, device: str) -> float | None:
+    if device != "cuda":
+        return None  # measured by each worker: the fp32 matmul peak of its threads
+    from planners.hardware import get_gpu
+
+    return get_gpu(req.gpu or "a100-80gb").peak_flops
+
+
+def _meters(run_id: str, run_dir: Path, req: TrainRequest, store: Store):
+    try:
+        from orchestrator.meter import MeterGroup
+    except ImportError:
+        return None
+    return MeterGroup(run_id, str(run_dir), interval_s=req.meter_interval_s)
