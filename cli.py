@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             if e.ctx and " " in e.ctx.command_path else " (see `cli.py --help`)"
         print(f"error: {e.format_message()}{where}".replace("\n", " "), file=sys.stderr)
         return 2
-    except (click.Abort, typer.Abort):
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:

@@ -90,8 +90,12 @@ def connect(home: Home, address: str | None, *, dashboard: bool = True) -> RayHa
                            "give --address ray://HEAD:10001, HEAD:6379 or auto") from None
         return RayHandle(address, getattr(info, "dashboard_url", None), False)
     token = ensure_token(home)
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # ray.init() of a new local instance turns token authentication on by default (2.60) and
+    # reads the token from RAY_AUTH_TOKEN_PATH: ours, private, instead of ~/.ray/auth_token.
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        raise BadInput(f"RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']!r}: tally's embedded Ray "
+                       "always uses token authentication; unset RAY_AUTH_MODE")
     info = ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=dashboard,
                     dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
     url = getattr(info, "dashboard_url", None)
@@ -534,7 +538,7 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
     channel = _channel_class().remote()
     tcfg = TrainConfig(
         run_id=run_id, preset=preset.name, model_args=preset.args.__dict__.copy(),
-        data=str(dataset.path), checkpoint_dir=str(run_dir / "checkpoints"),
+        data=str(dataset.root), checkpoint_dir=str(run_dir / "checkpoints"),
         seq_len=plan.seq_len, global_batch=plan.global_batch, micro_batch=plan.micro_batch,
         max_steps=plan.max_steps, total_steps=plan.total_steps, lr=plan.lr,
         warmup_steps=plan.warmup_steps, seed=req.seed, checkpoint_every=plan.checkpoint_every,

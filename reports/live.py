@@ -24,7 +24,7 @@ class TrainProgress:
         self.pue, self.intensity = pue, intensity_kg_per_kwh
         self.predicted_kwh = predicted_kwh
         self.tty = self.console.is_terminal
-        self.every_s, self._last_line = every_s, 0.0
+        self.every_s, self._last_line, self._last_step = every_s, 0.0, 0
         self.bar = None
         if self.tty:
             self.bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
@@ -58,6 +58,9 @@ class TrainProgress:
         return " | ".join(parts)
 
     def __call__(self, m: dict) -> None:
+        if m["step"] == self._last_step:
+            return
+        self._last_step = m["step"]
         info = self.line(m)
         if self.bar:
             self.bar.update(self.task, completed=m["step"], info=info)
