@@ -476,12 +476,16 @@ def train(store: Store, home: Home, req: TrainRequest, *,
                        max_steps=req.max_steps, tokens=req.tokens, batch_tokens=req.batch_tokens,
                        micro_batch=req.micro_batch, lr=req.lr, warmup_steps=req.warmup_steps,
                        checkpoint_every=req.checkpoint_every)
-    memory = preflight(preset, plan, capacity, req.gpu)
     assumptions = footprint_assumptions(req, device)
     if req.dry_run:
+        try:
+            memory, verdict = preflight(preset, plan, capacity, req.gpu), "fits"
+        except BadInput as e:
+            memory, verdict = {}, str(e)
         return {"dry_run": True, "launch": plan.as_dict(), "memory": memory,
-                "capacity": capacity, "assumptions": assumptions,
+                "preflight": verdict, "capacity": capacity, "assumptions": assumptions,
                 "prediction": predict(preset, plan, req, assumptions)}
+    preflight(preset, plan, capacity, req.gpu)
     dataset = _open_data(req, home, preset)
     if dataset.num_sequences(plan.seq_len) < plan.global_batch:
         raise BadInput(f"dataset {req.data!r} holds {dataset.num_sequences(plan.seq_len)} sequences "

@@ -435,6 +435,7 @@ def run_summary(run: Run, n_steps: int, last_step: int | None, tokens: int | Non
         "ray_address": run.ray_address,
         "job_id": run.job_id,
         "plan_id": run.plan_id,
+        "storage_path": run.storage_path,
         "message": run.message,
         "waited_s": run.waited_s,
         "paused_s": run.paused_s,

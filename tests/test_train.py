@@ -1,0 +1,161 @@
+"""Training through Ray for real: FSDP2 on CPU workers, checkpoints, resume, a killed worker.
+
+All tests share one local Ray instance (`ray_local`) and one small prepared dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator.home import Home
+from orchestrator.store import RunEvent, Step, Store
+from tests.conftest import assert_bad_input
+
+STDLIB = Path(os.__file__).parent
+FAST = ["--batch-tokens", "1024", "--micro-batch", "2", "--no-meter", "--no-dashboard"]
+
+
+@pytest.fixture(scope="module")
+def train_home(tmp_path_factory):
+    """A TALLY_HOME with a small real dataset (Python's own json/email/asyncio sources)."""
+    from orchestrator.data import prepare
+
+    root = tmp_path_factory.mktemp("train-home")
+    home = Home(root).ensure()
+    prepare([f"json={STDLIB}/json/*.py", f"email={STDLIB}/email/*.py",
+             f"asyncio={STDLIB}/asyncio/*.py"], name="demo", home=home, vocab_size=2048)
+    return root
+
+
+@pytest.fixture
+def tcli(run_cli, train_home, ray_local, monkeypatch):
+    monkeypatch.setenv("TALLY_HOME", str(train_home))
+    monkeypatch.delenv("TALLY_DB", raising=False)
+    return run_cli
+
+
+def _losses(home: Path, run_id: str) -> list[tuple[int, float]]:
+    store = Store(Home(home).db_url)
+    with store.read() as s:
+        return [(r.step, r.loss) for r in s.scalars(
+            select(Step).where(Step.run_id == run_id).order_by(Step.step))]
+
+
+def _train(tcli, *args: str) -> dict:
+    res = tcli("train", "tiny", *FAST, *args, "--json")
+    assert res.code == 0, res.stderr
+    return res.json()
+
+
+def test_train_tiny_two_workers_records_the_run(tcli, train_home):
+    run = _train(tcli, "--workers", "2", "--max-steps", "8", "--checkpoint-every", "4",
+                 "--lr", "3e-3", "--warmup-steps", "2")
+    rows = tcli("runs", "--json").json()
+    row = next(r for r in rows if r["id"] == run["id"])
+    assert row["preset"] == "tiny" and row["status"] == "completed"
+    assert row["steps"] == 8 and row["tokens"] == 8 * 1024
+    losses = [loss for _, loss in _losses(train_home, run["id"])]
+    assert losses[-1] < losses[0] - 0.5, losses  # it learns
+    shown = tcli("runs", "show", run["id"], "--json").json()
+    assert [c["step"] for c in shown["checkpoints"]] == [4, 8]
+    assert all(c["complete"] for c in shown["checkpoints"])
+    store = Store(Home(train_home).db_url)
+    with store.read() as s:
+        evals = list(s.scalars(select(RunEvent).where(RunEvent.run_id == run["id"],
+                                                      RunEvent.kind == "eval")))
+    assert len(evals) == 1 and evals[0].details["val_loss"] > 0
+
+
+def test_one_and_two_workers_agree_on_the_same_global_batch(tcli, train_home):
+    one = _train(tcli, "--workers", "1", "--max-steps", "4", "--seed", "3")
+    two = _train(tcli, "--workers", "2", "--max-steps", "4", "--seed", "3")
+    a, b = _losses(train_home, one["id"]), _losses(train_home, two["id"])
+    assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
+    for (_, la), (_, lb) in zip(a, b):
+        assert la == pytest.approx(lb, rel=1e-4, abs=1e-5)
+
+
+def test_resume_gives_the_losses_of_an_uninterrupted_run(tcli, train_home):
+    horizon = ["--tokens", str(8 * 1024), "--checkpoint-every", "2", "--workers", "2"]
+    whole = _train(tcli, *horizon, "--max-steps", "8")
+    half = _train(tcli, *horizon, "--max-steps", "4")
+    # corrupt the newest checkpoint: the resume must fall back to step 2 and say so
+    run_dir = Path(tcli("runs", "show", half["id"], "--json").json()["run"]["storage_path"])
+    shard = next((run_dir / "checkpoints" / "step-00000004").glob("*.distcp"))
+    shard.write_bytes(b"\0" * shard.stat().st_size)
+    res = tcli("train", "--resume", half["id"], "--max-steps", "8", "--json")
+    assert res.code == 0, res.stderr
+    assert "falling back" in res.stderr
+    a, b = _losses(train_home, whole["id"]), _losses(train_home, half["id"])
+    assert [s for s, _ in b] == list(range(1, 9))
+    for (_, la), (_, lb) in zip(a, b):
+        assert la == pytest.approx(lb, rel=1e-6)
+    store = Store(Home(train_home).db_url)
+    with store.read() as s:
+        kinds = [e.kind for e in s.scalars(select(RunEvent).where(RunEvent.run_id == half["id"]))]
+    assert "checkpoint-skipped" in kinds and "resume" in kinds
+    assert store.get_run(half["id"]).status == "completed"
+
+
+@pytest.mark.slow
+def test_a_sigkilled_worker_is_survived_with_an_unbroken_history(tcli, train_home):
+    from orchestrator.launcher import TrainRequest, train
+
+    home = Home(train_home)
+    store = Store(home.db_url)
+    req = TrainRequest(preset="tiny", workers=2, max_steps=16, batch_tokens=1024, micro_batch=2,
+                       checkpoint_every=3, meter=False, dashboard=False, max_failures=2)
+    result: dict = {}
+    started: dict = {}
+    thread = threading.Thread(target=lambda: result.update(
+        train(store, home, req, on_start=started.update)))
+    thread.start()
+    deadline = time.time() + 240
+    while "run_id" not in started and time.time() < deadline:
+        time.sleep(0.2)
+    run_id = started["run_id"]
+    pid_file = Path(started["run_dir"]) / "workers" / "rank1.pid"
+    while time.time() < deadline:
+        done = [s for s, _ in _losses(train_home, run_id)]
+        if done and max(done) >= 7 and pid_file.exists():
+            break
+        time.sleep(0.2)
+    victim = int(pid_file.read_text())
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert result["status"] == "completed", result
+    steps = [s for s, _ in _losses(train_home, run_id)]
+    assert steps == list(range(1, 17))  # no gap, no duplicate
+    with store.read() as s:
+        resumes = [e.details for e in s.scalars(select(RunEvent).where(
+            RunEvent.run_id == run_id, RunEvent.kind == "resume"))]
+    assert resumes and resumes[-1]["step"] in (6, 9)  # from a complete checkpoint
+    assert int(pid_file.read_text()) != victim  # a new worker process finished the run
+
+
+def test_bad_train_input(tcli, train_home):
+    assert_bad_input(tcli("train", "huge"), "unknown preset", "tiny")
+    assert_bad_input(tcli("train", "tiny", "--workers", "64", *FAST), "needs 64 CPUs")
+    assert_bad_input(tcli("train", "tiny", "--data", "nope", *FAST), "nope")
+    assert_bad_input(tcli("train", "--resume", "no-such-run"), "no-such-run")
+    assert_bad_input(tcli("train", "tiny", "--max-steps", "zero"), "--max-steps")
+    assert_bad_input(tcli("train"), "PRESET")
+
+
+def test_33b_exits_2_with_what_it_needs_and_dry_run_prints_the_plan(tcli):
+    res = tcli("train", "33b", "--no-dashboard")
+    assert_bad_input(res, "33b needs at least", "GB per GPU")
+    res = tcli("train", "33b", "--dry-run", "--json")
+    assert res.code == 0, res.stderr
+    plan = res.json()
+    assert plan["dry_run"] is True and plan["launch"]["preset"] == "33b"
+    assert plan["launch"]["batch_tokens"] == 4 * 2**20 // 2048 * 2048
