@@ -272,6 +272,7 @@ def render_train(c: Console, result: dict) -> None:
         t.add_column("value")
         for k, v in result["launch"].items():
             t.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+        t.add_row("pre-flight", result.get("preflight", ""))
         mem = result.get("memory") or {}
         if mem.get("total_bytes_per_device"):
             t.add_row("memory per device", f"{mem['total_bytes_per_device'] / 1e9:.2f} GB")
