@@ -370,9 +370,12 @@ class Driver:
 
 
 def _run_config(req: TrainRequest, plan: LaunchPlan, footprint: dict) -> dict:
-    cfg = {k: v for k, v in req.__dict__.items() if k not in ("dry_run", "resume")}
-    cfg.update(plan.as_dict())
+    """The run's config: the launch as planned, its footprint assumptions, and the request
+    exactly as given (under "request", what --resume rebuilds the run from)."""
+    request = {k: v for k, v in req.__dict__.items() if k not in ("dry_run", "resume")}
+    cfg = dict(plan.as_dict())
     cfg.update(footprint)
+    cfg["request"] = request
     cfg["gpus_per_worker"] = 1 if plan.device == "cuda" else 0
     cfg["tokens_planned"] = plan.max_steps * plan.tokens_per_step
     return cfg
@@ -454,7 +457,7 @@ def train(store: Store, home: Home, req: TrainRequest, *,
     """Plan, pre-flight, record and run one training run; returns the run's summary."""
     if req.resume:
         prior = store.get_run(req.resume)
-        cfg = dict(prior.config)
+        cfg = dict(prior.config.get("request") or {})
         keep = {k: getattr(req, k) for k in ("max_steps", "address", "dashboard", "meter")
                 if getattr(req, k) is not None}
         req = TrainRequest(**{k: v for k, v in cfg.items() if k in TrainRequest.__dataclass_fields__})
