@@ -302,7 +302,8 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
                            "(to cost one), not both")
         n, shape, preset = parse_model(model)
         if train_tokens is None and preset is None:
-            raise BadInput("--model given as a parameter count needs --train-tokens")
+            raise BadInput(f"--model {model!r} is not a preset ({', '.join(PRESETS)}); as a "
+                           "parameter count it needs --train-tokens")
         d = parse_count(train_tokens, "--train-tokens") if train_tokens is not None \
             else float(preset.train_tokens)
         given = option("given", n, d, s, throughput)
