@@ -272,7 +272,9 @@ def render_plan(c: Console, plan: dict) -> None:
     for key, name in (("with_checkpointing", "with activation checkpointing"),
                       ("without_checkpointing", "without")):
         r = m[key]
-        need = "does not fit at any size" if r["min_gpus"] is None else \
+        need = "FSDP alone cannot hold it on any number of GPUs (one gathered block and the " \
+            "activations exceed a GPU; it needs tensor or pipeline parallelism)" \
+            if r["min_gpus"] is None else \
             f"needs at least {r['min_gpus']} GPUs ({r['min_nodes']} node" \
             f"{'s' if r['min_nodes'] > 1 else ''} of 8)"
         c.print(f"  {name}: {r['total_bytes_per_device'] / 1e9:.1f} GB per GPU on "

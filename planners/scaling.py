@@ -93,10 +93,10 @@ def law_from_constants(name: str, constants: Mapping[str, Any], source: str = ""
 
 
 def _stored_fits(store) -> dict[str, tuple[dict, str]]:  # noqa: ANN001 (duck-typed store)
-    """name -> (constants, source) from a store's `fits` table. The store is duck-typed: an
-    object with `fits() -> {name: constants}` or tally's Store (read through its session, with
-    the ORM class imported here, lazily, so planners/ never imports orchestrator at load)."""
-    if hasattr(store, "fits"):
+    """name -> (constants, source) from a store's `fits` table. tally's Store is read through its
+    session, with the ORM class imported here, lazily, so planners/ never imports orchestrator
+    at load time; any other object may offer `fits() -> {name: constants}`."""
+    if not hasattr(store, "read") and hasattr(store, "fits"):
         return {n: (dict(c), "stored fit") for n, c in store.fits().items()}
     from sqlalchemy import select
 
