@@ -165,6 +165,139 @@ def _num(x: Any, fmt: str) -> str:
 
 
 # --- plan, models (issue 3) ---------------------------------------------------------------
+def _opt(help_: str, *names: str, **kw):  # a typer option with help text, shortest to write
+    return typer.Option(*names, help=help_, **kw)
+
+
+@app.command("plan")
+def plan_cmd(
+    ctx: typer.Context,
+    json_: JsonOpt = False,
+    target_perf: Annotated[Optional[str], _opt("Target: a loss (2.05), a perplexity (ppl=7.8) or a preset (7b, llama-13b): that preset's loss at its LLaMA tokens under the fit.", "--target-perf")] = None,
+    inference_budget: Annotated[Optional[str], _opt("Lifetime tokens served (2e12, 2T, 500B).", "--inference-budget")] = None,
+    requests: Annotated[Optional[str], _opt("Lifetime requests served (with --prompt-tokens and --output-tokens per request).", "--requests")] = None,
+    prompt_tokens: Annotated[Optional[str], _opt("Prompt tokens per request (prefill).", "--prompt-tokens")] = None,
+    output_tokens: Annotated[Optional[str], _opt("Generated tokens per request (decode).", "--output-tokens")] = None,
+    prompt_share: Annotated[Optional[float], _opt("Share of --inference-budget that is prompt (prefill) tokens; default 0.5.", "--prompt-share")] = None,
+    fit: Annotated[str, _opt("Loss law: chinchilla, epoch, a stored fit's name, or E=..,A=..,B=..,alpha=..,beta=..", "--fit")] = "chinchilla",
+    model: Annotated[Optional[str], _opt("Evaluate mode: a preset (65b) or a parameter count (6.7B).", "--model")] = None,
+    train_tokens: Annotated[Optional[str], _opt("Evaluate mode: training tokens (1.4T); default the preset's.", "--train-tokens")] = None,
+    gpu: Annotated[Optional[str], _opt("Training GPU (a100-40gb, a100-80gb, h100, h200, ...); default a100-80gb.", "--gpu")] = None,
+    gpus: Annotated[Optional[str], _opt("GPUs training in parallel (for days); default 2048.", "--gpus")] = None,
+    mfu: Annotated[Optional[float], _opt("Training MFU, 0-1; default 0.48 (LLaMA-65B).", "--mfu")] = None,
+    throughput: Annotated[Optional[float], _opt("Evaluate mode: measured training tokens/s per GPU, instead of --mfu.", "--throughput")] = None,
+    inference_gpu: Annotated[Optional[str], _opt("Serving GPU; default the training GPU.", "--inference-gpu")] = None,
+    prefill_mfu: Annotated[Optional[float], _opt("Serving MFU on prompt tokens; default 0.48.", "--prefill-mfu")] = None,
+    decode_mfu: Annotated[Optional[float], _opt("Serving MFU on generated tokens; default 0.05.", "--decode-mfu")] = None,
+    price: Annotated[Optional[float], _opt("Training $ per GPU-hour; default the GPU's catalogue price.", "--price")] = None,
+    inference_price: Annotated[Optional[float], _opt("Serving $ per GPU-hour; default --price.", "--inference-price")] = None,
+    pue: Annotated[Optional[float], _opt("Data-centre PUE; default 1.1 (LLaMA).", "--pue")] = None,
+    region: Annotated[Optional[str], _opt("Grid region for carbon intensity (gcp:europe-west9, FRA, us:iowa).", "--region")] = None,
+    intensity: Annotated[Optional[float], _opt("Carbon intensity, kg CO2eq/kWh; default 0.385 (LLaMA).", "--intensity")] = None,
+    gpu_power: Annotated[Optional[float], _opt("GPU board power in W; default the GPU's TDP (400 W A100, as LLaMA).", "--gpu-power")] = None,
+    seq_len: Annotated[int, _opt("Sequence length for the memory plan.", "--seq-len")] = 2048,
+    micro_batch: Annotated[int, _opt("Sequences per GPU per step for the memory plan.", "--micro-batch")] = 1,
+    no_presets: Annotated[bool, _opt("Leave the LLaMA presets out of the comparison.", "--no-presets")] = False,
+):
+    """Size a model for a target loss and a serving demand (or cost a given one): params, tokens,
+    FLOPs, GPU-hours, days, $, MWh, tCO2eq, and memory per GPU. Stores the plan with an id."""
+    from planners.plan import plan_and_store
+
+    plan = plan_and_store(
+        store_of(ctx), target=target_perf, inference_budget=inference_budget, requests=requests,
+        prompt_tokens=prompt_tokens, output_tokens=output_tokens, prompt_share=prompt_share,
+        fit=fit, model=model, train_tokens=train_tokens, gpu=gpu, gpus=gpus, mfu=mfu,
+        throughput=throughput, inference_gpu=inference_gpu, prefill_mfu=prefill_mfu,
+        decode_mfu=decode_mfu, price=price, inference_price=inference_price, pue=pue,
+        region=region, intensity=intensity, gpu_power_w=gpu_power, seq_len=seq_len,
+        micro_batch=micro_batch, presets=not no_presets)
+    emit(ctx, plan, lambda c: render_plan(c, plan), json_)
+
+
+@app.command("models")
+def models_cmd(ctx: typer.Context, json_: JsonOpt = False):
+    """The model presets: exact parameter counts and LLaMA Table 2 hyper-parameters."""
+    from planners.plan import list_models
+
+    rows = list_models()
+    emit(ctx, rows, lambda c: c.print(models_table(rows)), json_)
+
+
+def _si(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return ""
+    for div, s in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{s}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def _pct(x: float) -> str:
+    return "" if abs(x) < 0.05 else f"{x:+.1f}%"
+
+
+def render_plan(c: Console, plan: dict) -> None:
+    t = plan["target"]
+    fit = plan["fit"]
+    c.print(f"Target loss {plan['target_loss']:.4f} nats/token (ppl {t['perplexity']:.2f}): "
+            f"{t['meaning']}. Fit {fit['name']}: E={fit['E']:g} A={fit['A']:g} B={fit['B']:g} "
+            f"alpha={fit['alpha']:g} beta={fit['beta']:g}.")
+    d = plan["demand"]
+    a = plan["assumptions"]
+    c.print(f"Serving {_si(d['inference_tokens'])} tokens ({_si(d['prompt_tokens'])} prompt, "
+            f"{_si(d['output_tokens'])} generated). Days: training on {a['gpus']['value']} x "
+            f"{a['gpu']['value']}. FLOPs, GPU-hours, $, MWh and tCO2eq: training + serving.")
+    tb = Table(title=f"plan {plan.get('id', '')}".strip())
+    cols = ["option", "params", "tokens", "tok/param", "loss", "FLOPs", "GPU-hours", "days",
+            "cost $", "MWh", "tCO2eq", "FLOPs saved", "$ saved", "CO2 saved"]
+    for col in cols:
+        tb.add_column(col, justify="left" if col == "option" else "right", no_wrap=True)
+    for o in plan["options"]:
+        s = o["savings_vs_chinchilla"]
+        tb.add_row(o["label"], _si(o["params"]), _si(o["tokens"]), f"{o['tokens_per_param']:.1f}",
+                   f"{o['loss']:.4f}", f"{o['total_flops']:.3g}", _si(o["gpu_hours"]), f"{o['days']:.1f}",
+                   _si(o["cost_usd"]), f"{o['energy_mwh']:.4g}", f"{o['tco2eq']:.4g}",
+                   _pct(s["flops_pct"]), _pct(s["cost_usd_pct"]), _pct(s["tco2eq_pct"]))
+    c.print(tb)
+    c.print("Assumptions:")
+    for key, v in a.items():
+        value = f"{v['value']:g}" if isinstance(v["value"], float) else v["value"]
+        c.print(f"  {key} = {value}  ({v['source']})")
+    m = plan["memory"]
+    sh = m["shape"]
+    c.print(f"Memory for {m['for']} ({_si(m['params'])} params; dim {sh['dim']}, {sh['n_layers']} "
+            f"layers, {sh['n_heads']} heads, {sh['source']}), FSDP full sharding, bf16, seq "
+            f"{m['seq_len']} x micro-batch {m['micro_batch']}, {m['gpu']} "
+            f"({m['device_memory_bytes'] / 1e9:.0f} GB, {m['headroom']:.0%} usable):")
+    for key, name in (("with_checkpointing", "with activation checkpointing"),
+                      ("without_checkpointing", "without")):
+        r = m[key]
+        need = "FSDP alone cannot hold it on any number of GPUs (one gathered block and the " \
+            "activations exceed a GPU; it needs tensor or pipeline parallelism)" \
+            if r["min_gpus"] is None else \
+            f"needs at least {r['min_gpus']} GPUs ({r['min_nodes']} node" \
+            f"{'s' if r['min_nodes'] > 1 else ''} of 8)"
+        c.print(f"  {name}: {r['total_bytes_per_device'] / 1e9:.1f} GB per GPU on "
+                f"{r['world_size']} GPUs (activations {r['activations_bytes'] / 1e9:.1f} GB); "
+                f"{need}")
+    if plan.get("id"):
+        c.print(f"Stored as plan {plan['id']}.")
+
+
+def models_table(rows: list[dict]) -> Table:
+    t = Table(title="model presets")
+    cols = [("name", "name"), ("params", "params"), ("dim", "dim"), ("layers", "n_layers"),
+            ("heads", "n_heads"), ("ffn hidden", "ffn_hidden"), ("vocab", "vocab_size"),
+            ("seq", "seq_len"), ("peak lr", "lr"), ("batch tokens", "batch_tokens"),
+            ("train tokens", "train_tokens")]
+    for head, _ in cols:
+        t.add_column(head, justify="left" if head == "name" else "right", no_wrap=True)
+    for r in rows:
+        t.add_row(*[f"{r[k]:,}" if isinstance(r[k], int) and k != "name" else
+                    (f"{r[k]:.1e}" if k == "lr" else str(r[k])) for _, k in cols])
+    return t
+
+
 
 
 # --- data (issue 4) -------------------------------------------------------------------------

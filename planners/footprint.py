@@ -74,6 +74,18 @@ def gpu_hours_for_tokens(tokens: float, tokens_per_s_per_gpu: float) -> float:
     return tokens / tokens_per_s_per_gpu / 3600.0
 
 
+def days_on(gpu_hours: float, gpus: int) -> float:
+    """Wall-clock days for `gpu_hours` spread over `gpus` GPUs working in parallel."""
+    if not gpus >= 1:
+        raise BadInput(f"number of GPUs must be >= 1, got {gpus}")
+    return gpu_hours / gpus / 24.0
+
+
+def usd_per_flop(peak_flops: float, mfu: float, price_usd_per_gpu_hour: float) -> float:
+    """Dollars per FLOP on a GPU at `mfu` of its peak, rented at `price_usd_per_gpu_hour`."""
+    return cost_usd(gpu_hours_for_flops(1.0, peak_flops, mfu), price_usd_per_gpu_hour)
+
+
 def it_energy_for_gpu_hours(gpu_hours: float, gpu_power_w: float) -> Energy:
     """IT energy of `gpu_hours` at a constant board power (LLaMA: 400 W)."""
     return Energy.from_watt_hours(gpu_hours * gpu_power_w)
