@@ -345,3 +345,41 @@ def parse_when(text: str | None, base: datetime, what: str) -> datetime | None:
     except BadInput:
         raise BadInput(f"{what} {text!r} is neither an ISO time (2026-11-20T06:00Z) nor a "
                        "duration (48h, 2d)") from None
+
+
+def simulate_request(*, forecast: str | None, region: str | None, energy_mwh: float,
+                     hours: float, deadline: str | None = None,
+                     threshold_g_per_kwh: float | None = None, start: str | None = None,
+                     zone: str | None = None, max_hold: str | None = None) -> dict:
+    """`schedule simulate` as the user typed it: read the signal, resolve the times, simulate.
+
+    Defaults (shown in the output): start = the forecast's first time (a static region: the
+    current hour); deadline = the forecast's end (a static region: start + twice the job);
+    threshold = the median intensity between start and deadline."""
+    from planners.units import parse_duration_s
+    from orchestrator.signals import DEFAULT_MAX_HOLD_S, load_signal, static_signal
+
+    if (forecast is None) == (region is None):
+        raise BadInput("give exactly one of --forecast FILE (a time series) or --region NAME "
+                       "(a static yearly average)")
+    if not hours > 0:
+        raise BadInput(f"--hours must be > 0, got {hours}")
+    hold_s = DEFAULT_MAX_HOLD_S if max_hold is None else (
+        0.0 if str(max_hold).strip() in ("0", "0h", "0s") else
+        parse_duration_s(max_hold, "--max-hold"))
+    if forecast is not None:
+        signal = load_signal(forecast, zone=zone, max_hold_s=hold_s)
+        base = signal.start
+    else:
+        signal = static_signal(region)
+        base = datetime.now(signal.start.tzinfo).replace(minute=0, second=0, microsecond=0)
+    t0 = parse_when(start, base, "--start") if start else base
+    if deadline is not None:
+        t1 = parse_when(deadline, t0, "--deadline")
+    else:
+        t1 = signal.end if forecast is not None else t0 + timedelta(hours=2 * hours)
+    if threshold_g_per_kwh is not None and not 0 <= threshold_g_per_kwh <= 5000:
+        raise BadInput(f"--threshold must be between 0 and 5000 g CO2eq/kWh, got "
+                       f"{threshold_g_per_kwh}")
+    thr = None if threshold_g_per_kwh is None else threshold_g_per_kwh / 1000
+    return simulate(signal, energy_mwh, hours * 3600, t0, t1, thr)
