@@ -32,9 +32,20 @@ def intensity_g(h: int) -> int:
     return round(min(600, max(120, g)))
 
 
-if __name__ == "__main__":
+def write(path: Path, start: datetime = START) -> None:
     lines = ["time,zone,g_per_kwh"]
     for h in range(7 * 24):
-        t = START + timedelta(hours=h)
+        t = start + timedelta(hours=h)
         lines.append(f"{t.isoformat().replace('+00:00', 'Z')},DE,{intensity_g(h)}")
-    Path(__file__).with_name("de_week_hourly.csv").write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    # No arguments: regenerate the fixture. `make_week.py OUT START`: the same week shifted to
+    # START (ISO time), e.g. to demo the queue against the present.
+    import sys
+
+    if len(sys.argv) == 3:
+        write(Path(sys.argv[1]), datetime.fromisoformat(sys.argv[2]).astimezone(timezone.utc))
+    else:
+        write(Path(__file__).with_name("de_week_hourly.csv"))
