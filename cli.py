@@ -311,7 +311,7 @@ def render_queue(c: Console, res: dict) -> None:
     for col in ("job", "decision", "at", "expected tCO2eq", "if now", "why"):
         t.add_column(col, no_wrap=col != "why")
     for d in res["decisions"]:
-        why = "; ".join([d["reason"]] + d["warnings"]) if d["warnings"] else d["reason"]
+        why = "; ".join(x for x in [d["reason"], *d["warnings"]] if x)
         t.add_row(d["job_id"], d["action"], d["start_at"] or "",
                   _num(d["expected_tco2eq"], ".4f"), _num(d["tco2eq_if_now"], ".4f"), why)
     c.print(t)

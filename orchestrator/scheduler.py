@@ -113,7 +113,7 @@ def window_tco2eq(signal: Signal, start: float, duration_s: float, energy_mwh: f
         a, b = start + o0, start + o1
         if not signal.covered(a, b):
             return None
-        weighted_s += w * sum((hi - lo) * kg for lo, hi, kg in signal.pieces(a, b))
+        weighted_s += w * signal.kg_seconds(a, b)
     return energy_mwh * weighted_s / duration_s
 
 
@@ -123,7 +123,7 @@ def runs_tco2eq(signal: Signal, runs: list[tuple[float, float]], energy_mwh: flo
     for a, b in runs:
         if not signal.covered(a, b):
             return None
-        kg_s += sum((hi - lo) * kg for lo, hi, kg in signal.pieces(a, b))
+        kg_s += signal.kg_seconds(a, b)
     return energy_mwh * kg_s / total_s
 
 
@@ -211,14 +211,15 @@ def _threshold_runs(signal: Signal, e: float, d: float, need_s: float,
 
 
 def _interval_end(signal: Signal, t: float) -> float:
-    pieces = signal.pieces(t, signal.end.timestamp())
-    return pieces[0][1] if pieces else t
+    i = signal.index_at(t)
+    return signal._t1[i] if i < len(signal._t1) else t
 
 
 def _next_clean(signal: Signal, t: float, threshold: float) -> float:
-    for lo, _, kg in signal.pieces(t, signal.end.timestamp()):
-        if kg <= threshold and lo > t:
-            return lo
+    """The first time after `t` at which an interval at or below the threshold starts."""
+    for i in range(signal.index_at(t), len(signal._t0)):
+        if signal._kg[i] <= threshold and signal._t0[i] > t:
+            return signal._t0[i]
     return float("inf")
 
 

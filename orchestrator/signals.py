@@ -71,6 +71,14 @@ class Signal:
         object.__setattr__(self, "_t0", [i.start.timestamp() for i in self.intervals])
         object.__setattr__(self, "_t1", [i.end.timestamp() for i in self.intervals])
         object.__setattr__(self, "_kg", [i.kg_per_kwh for i in self.intervals])
+        # Running integrals at each interval's start: kg/kWh x seconds, and seconds covered.
+        cum_kg, cum_s, a, b = [0.0], [0.0], 0.0, 0.0
+        for t0, t1, kg in zip(self._t0, self._t1, self._kg):
+            a, b = a + kg * (t1 - t0), b + (t1 - t0)
+            cum_kg.append(a)
+            cum_s.append(b)
+        object.__setattr__(self, "_cum_kg", cum_kg)
+        object.__setattr__(self, "_cum_s", cum_s)
 
     @property
     def start(self) -> datetime:
@@ -93,6 +101,18 @@ class Signal:
             return self._kg[i]
         return None
 
+    def integral(self, x: float) -> tuple[float, float]:
+        """(integral of kg/kWh dt, seconds covered) from the signal's start to `x` (POSIX s)."""
+        i = bisect.bisect_right(self._t0, x) - 1
+        if i < 0:
+            return 0.0, 0.0
+        part = max(0.0, min(x, self._t1[i]) - self._t0[i])
+        return self._cum_kg[i] + self._kg[i] * part, self._cum_s[i] + part
+
+    def index_at(self, x: float) -> int:
+        """Index of the first interval ending after `x` (len(intervals) if none)."""
+        return bisect.bisect_right(self._t1, x)
+
     def pieces(self, a: float, b: float) -> list[tuple[float, float, float]]:
         """(start_s, end_s, kg_per_kwh) of the intervals clipped to [a, b), in order."""
         i = max(bisect.bisect_right(self._t0, a) - 1, 0)
@@ -104,14 +124,24 @@ class Signal:
             i += 1
         return out
 
+    def _same(self, a: float, b: float) -> int | None:
+        """The interval holding both ends of [a, b) (exact arithmetic there), else None."""
+        i = bisect.bisect_right(self._t0, a) - 1
+        return i if i >= 0 and i == bisect.bisect_left(self._t0, b) - 1 else None
+
     def covered(self, a: float, b: float) -> bool:
         """True when every instant of [a, b) has a value."""
-        t = a
-        for lo, hi, _ in self.pieces(a, b):
-            if lo > t + 1e-6:
-                return False
-            t = hi
-        return t >= b - 1e-6
+        i = self._same(a, b)
+        if i is not None:
+            return b <= self._t1[i] + 1e-6
+        return self.integral(b)[1] - self.integral(a)[1] >= (b - a) - 1e-6
+
+    def kg_seconds(self, a: float, b: float) -> float:
+        """Integral of kg/kWh over [a, b) in seconds (gaps count zero)."""
+        i = self._same(a, b)
+        if i is not None:
+            return self._kg[i] * max(0.0, min(b, self._t1[i]) - a)
+        return self.integral(b)[0] - self.integral(a)[0]
 
     def boundaries(self) -> list[float]:
         return sorted(set(self._t0) | set(self._t1))
