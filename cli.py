@@ -212,9 +212,14 @@ def schedule_simulate(
 def render_simulation(c: Console, res: dict) -> None:
     sig = res["signal"]
     skipped = ", ".join(f"{n} {k}" for k, n in sig["skipped_rows"].items()) or "none"
-    c.print(f"signal: {sig['source']} {sig['zone'] or ''} {sig['path'] or ''}; "
-            f"{sig['intervals']} intervals {sig['start']} .. {sig['end']}; skipped rows: "
-            f"{skipped}; gaps: {len(sig['gaps'])} (held up to {sig['max_hold_s'] / 3600:g} h)")
+    if sig["source"] == "static":
+        c.print(f"signal: {sig['zone']} yearly average from {sig['path']}, the same every hour")
+    else:
+        c.print(f"signal: {sig['source']} {sig['zone'] or ''} {sig['path'] or ''}, "
+                f"{sig['intervals']} intervals {sig['start']} .. {sig['end']}")
+        c.print(f"read: skipped rows: {skipped}; missing points bridged: {sig['bridged_points']} "
+                f"(last value held up to {sig['max_hold_s'] / 3600:g} h); gaps left: "
+                f"{len(sig['gaps'])}")
     c.print(f"job: {res['energy_mwh']:g} MWh over {res['duration_hours']:g} h "
             f"({res['power_mw']:.4g} MW), start {res['start']}, deadline {res['deadline']}; "
             f"threshold {res['threshold_g_per_kwh']:.0f} g/kWh ({res['threshold_source']})")

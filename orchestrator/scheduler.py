@@ -384,3 +384,21 @@ def simulate_request(*, forecast: str | None, region: str | None, energy_mwh: fl
                        f"{threshold_g_per_kwh}")
     thr = None if threshold_g_per_kwh is None else threshold_g_per_kwh / 1000
     return simulate(signal, energy_mwh, hours * 3600, t0, t1, thr)
+
+
+def savings_vs_now(signal: Signal, runs: list[tuple[datetime, datetime]], energy_mwh: float,
+                   earliest: datetime) -> dict:
+    """What a finished (or planned) carbon-aware run emitted against running at once from
+    `earliest` for the same running time, both from the same signal: for the report."""
+    spans = [(_ts(a), _ts(b)) for a, b in runs]
+    run_s = sum(b - a for a, b in spans)
+    if not run_s > 0:
+        raise BadInput("no running time to compare")
+    actual = runs_tco2eq(signal, spans, energy_mwh)
+    at_once = window_tco2eq(signal, _ts(earliest), run_s, energy_mwh)
+    known = actual is not None and at_once is not None
+    return {"tco2eq": actual, "tco2eq_if_now": at_once,
+            "saved_tco2eq": at_once - actual if known else None,
+            "saved_percent": 100 * (at_once - actual) / at_once if known and at_once else None,
+            "waited_s": spans[0][0] - _ts(earliest),
+            "paused_s": spans[-1][1] - spans[0][0] - run_s, "signal": signal.describe()}

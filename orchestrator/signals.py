@@ -148,8 +148,10 @@ class Signal:
 
     def describe(self) -> dict:
         """What was read and what was assumed, for reports and --json."""
+        static = self.source == "static"  # one value for all time: no start or end to show
         return {"source": self.source, "zone": self.zone, "path": self.path,
-                "start": iso(self.start), "end": iso(self.end), "intervals": len(self.intervals),
+                "start": None if static else iso(self.start),
+                "end": None if static else iso(self.end), "intervals": len(self.intervals),
                 "skipped_rows": dict(self.skipped), "naive_times_read_as_utc": self.naive_times,
                 "bridged_points": self.bridged, "max_hold_s": self.max_hold_s,
                 "gaps": [[iso(a), iso(b)] for a, b in self.gaps]}

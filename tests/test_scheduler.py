@@ -180,3 +180,16 @@ def test_no_pause_for_now_or_delay_or_past_the_signal_or_when_the_deadline_is_ti
                         deadline=sig.end)  # in the gap
     assert cleanest_slots(sig, sig.start.timestamp(), sig.end.timestamp(), 3600) == [
         ((sig.start + timedelta(hours=8)).timestamp(), (sig.start + timedelta(hours=9)).timestamp())]
+
+
+def test_savings_vs_now_matches_the_simulated_policy():
+    from orchestrator.scheduler import savings_vs_now
+
+    sig = load_signal(DATA / "de_week_hourly.csv")
+    e, d = sig.start, sig.start + timedelta(hours=48)
+    now = plan_policy("now", sig, 3.0, 12 * 3600, e, d)
+    sus = plan_policy("suspend", sig, 3.0, 12 * 3600, e, d)
+    rep = savings_vs_now(sig, list(sus.runs), 3.0, e)
+    assert rep["tco2eq"] == pytest.approx(sus.tco2eq) and rep["tco2eq_if_now"] == pytest.approx(now.tco2eq)
+    assert rep["saved_tco2eq"] == pytest.approx(now.tco2eq - sus.tco2eq)
+    assert rep["paused_s"] == pytest.approx(sus.paused_s) and rep["waited_s"] == sus.waited_s
