@@ -241,7 +241,7 @@ def schedule_add(
     preset: Annotated[str, typer.Argument(help="Model preset (tiny, small, 1b, 7b, ...).")],
     priority: Annotated[int, typer.Option(help="Higher starts first.")] = 0,
     deadline: Annotated[Optional[str], typer.Option(help="ISO time or a duration from now (48h).")] = None,
-    policy: Annotated[str, typer.Option(help="now, delay, suspend or threshold (needs --forecast).")] = "delay",
+    policy: Annotated[Optional[str], typer.Option(help="now, delay, suspend or threshold (all but now need --forecast). Default: delay with --forecast, else now.")] = None,
     forecast: Annotated[Optional[str], typer.Option(help="Intensity forecast file for the carbon window.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="g CO2eq/kWh for --policy threshold.")] = None,
     hours: Annotated[Optional[float], typer.Option(help="Predicted running time (hours), e.g. from `plan`.")] = None,

@@ -37,7 +37,7 @@ def utc_now() -> datetime:
 
 
 def add_job(store: Store, preset: str, *, priority: int = 0, deadline: str | None = None,
-            policy: str = "delay", forecast: str | None = None,
+            policy: str | None = None, forecast: str | None = None,
             threshold_g_per_kwh: float | None = None, hours: float | None = None,
             energy_mwh: float | None = None, cost_usd: float | None = None,
             max_usd: float | None = None, max_tco2: float | None = None,
@@ -50,6 +50,8 @@ def add_job(store: Store, preset: str, *, priority: int = 0, deadline: str | Non
     except UnknownPreset as e:
         raise BadInput(str(e).strip("'\"")) from None
     now = now or utc_now()
+    if policy is None:
+        policy = "delay" if forecast is not None else "now"
     if policy not in scheduler.POLICIES:
         raise BadInput(f"unknown --policy {policy!r}; use one of {', '.join(scheduler.POLICIES)}")
     for name, value in (("--hours", hours), ("--energy-mwh", energy_mwh)):
@@ -63,7 +65,10 @@ def add_job(store: Store, preset: str, *, priority: int = 0, deadline: str | Non
     if policy == "threshold" and threshold_g_per_kwh is None:
         raise BadInput("--policy threshold needs --threshold (g CO2eq/kWh)")
     if policy != "now" and forecast is None:
-        policy = "now"  # nothing to be carbon-aware with
+        raise BadInput(f"--policy {policy} needs --forecast FILE (an intensity forecast)")
+    if forecast is not None and hours is None:
+        raise BadInput("--forecast needs --hours (the job's predicted running time) to find its "
+                       "carbon window")
     if forecast is not None:
         load_signal(forecast)  # refuse an unreadable forecast now, not when the queue runs
         forecast = str(forecast)
@@ -131,21 +136,24 @@ def decide(job: dict, now: datetime) -> Decision:
         if deadline is not None and now >= deadline:
             raise BadInput(f"its deadline {iso(deadline)} has passed")
         projected = _projection(o)
-        if o.get("forecast") and hours is not None and deadline is not None:
+        if o.get("forecast") and hours is not None:
             signal = load_signal(o["forecast"])
-            choice = scheduler.best_start(signal, hours * 3600, now, deadline,
-                                          energy_mwh=o.get("energy_mwh") or 1.0)
-            if o.get("energy_mwh"):
-                d.expected_tco2eq, d.tco2eq_if_now = choice.tco2eq, choice.tco2eq_if_now
-                if projected.get("tco2eq") is None:
-                    projected["tco2eq"] = choice.tco2eq
+            deadline = deadline or signal.end  # no deadline: anywhere in the forecast
+            energy = o.get("energy_mwh") or 1.0
             policy = o.get("policy", "delay")
+            thr = (o.get("threshold_g_per_kwh") or 0) / 1000
+            choice = scheduler.best_start(signal, hours * 3600, now, deadline, energy_mwh=energy)
+            if o.get("energy_mwh"):  # the policy's own expected emissions, and starting now
+                expected = choice.tco2eq if policy == "delay" else scheduler.plan_policy(
+                    policy, signal, energy, hours * 3600, now, deadline, thr).tco2eq
+                d.expected_tco2eq, d.tco2eq_if_now = expected, choice.tco2eq_if_now
+                if projected.get("tco2eq") is None:
+                    projected["tco2eq"] = expected
             if policy == "delay" and (choice.start - now).total_seconds() > START_TOLERANCE_S:
                 d.action, d.start_at = "wait", iso(choice.start)
                 d.reason = f"lowest-carbon start for its {hours:g} h before {iso(deadline)}"
             elif policy in ("threshold", "suspend"):
-                kw = dict(remaining_s=hours * 3600, deadline=deadline,
-                          threshold_kg_per_kwh=(o.get("threshold_g_per_kwh") or 0) / 1000)
+                kw = dict(remaining_s=hours * 3600, deadline=deadline, threshold_kg_per_kwh=thr)
                 resume = scheduler.next_resume_time(signal, now, policy, **kw)
                 if resume is not None:
                     d.action, d.start_at = "wait", iso(resume)

@@ -183,9 +183,24 @@ def test_schedule_cli_add_list_and_bad_input(run_cli, home):
     assert_bad_input(run_cli("schedule", "add", "tiny", "--cost-usd", "80", "--max-usd", "60"),
                      "exceeds --max-usd")
     assert_bad_input(run_cli("schedule", "add", "tiny", "--policy", "threshold", "--forecast",
-                             WEEK), "needs --threshold")
-    assert_bad_input(run_cli("schedule", "add", "tiny", "--forecast", DATA / "empty.csv"), "empty")
+                             WEEK, "--hours", "2"), "needs --threshold")
+    assert_bad_input(run_cli("schedule", "add", "tiny", "--forecast", DATA / "empty.csv",
+                             "--hours", "2"), "empty")
     assert_bad_input(run_cli("schedule", "add", "tiny", "--hours", "5", "--deadline", "2h"),
                      "sooner than")
+    assert_bad_input(run_cli("schedule", "add", "tiny", "--policy", "suspend"), "needs --forecast")
+    assert_bad_input(run_cli("schedule", "add", "tiny", "--forecast", WEEK), "needs --hours")
     assert_bad_input(run_cli("schedule", "list", "--status", "lost"), "unknown job status")
     assert_bad_input(run_cli("schedule", "run", "--now", "soon"), "--now")
+
+
+def test_suspend_job_without_deadline_uses_the_whole_forecast(store):
+    add_job(store, "tiny", forecast=str(WEEK), policy="suspend", hours=10, energy_mwh=1.0,
+            now=NOW)
+    d = plan_queue(list_jobs(store), NOW)[0]
+    kg = week_hours()
+    cleanest = sorted(range(len(kg)), key=lambda h: (kg[h], h))[:10]
+    assert d.action == "wait"
+    assert datetime.fromisoformat(d.start_at) == NOW + timedelta(hours=min(cleanest))
+    assert d.expected_tco2eq == pytest.approx(sum(kg[h] for h in cleanest) / 10)
+    assert d.tco2eq_if_now == pytest.approx(sum(kg[:10]) / 10)
