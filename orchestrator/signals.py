@@ -286,16 +286,18 @@ def _read_json(doc, r: _Reader, path: str) -> tuple[str, str | None]:
     r.skipped["not an object"] += len(rows) - len(dicts)
     if not r.skipped["not an object"]:
         del r.skipped["not an object"]
-    _check_units(doc, path)
     if keys["carbonIntensity"] and keys["datetime"]:
+        _check_units(doc, path, _G_UNITS, "gCO2eq/kWh (Electricity Maps)")
         for x in dicts:
             r.add(x.get("datetime"), x.get("carbonIntensity"))
         return "electricitymaps", zone
     if keys["point_time"] and keys["value"]:
+        _check_units(doc, path, _LBS_UNITS, "lbs_co2_per_mwh (WattTime)")
         for x in dicts:
             r.add(x.get("point_time"), x.get("value"), scale=LBS_PER_MWH_TO_G_PER_KWH)
         return "watttime", zone or next((x.get("ba") for x in dicts if x.get("ba")), None)
     if keys["from"] and keys["intensity"]:
+        _check_units(doc, path, _G_UNITS, "gCO2/kWh (UK National Grid)")
         for x in dicts:
             i = x.get("intensity") if isinstance(x.get("intensity"), dict) else {}
             value = i.get("forecast") if i.get("forecast") is not None else i.get("actual")
@@ -305,20 +307,20 @@ def _read_json(doc, r: _Reader, path: str) -> tuple[str, str | None]:
                    f"{', '.join(sorted(keys)[:6])}); expected {formats}")
 
 
-_KNOWN_UNITS = {"gco2eq/kwh": 1.0, "g/kwh": 1.0, "gco2/kwh": 1.0,
-                "lbs_co2_per_mwh": 1.0, "lbs/mwh": 1.0}  # the value's scale is set per format
+_G_UNITS = {"gco2eq/kwh", "g/kwh", "gco2/kwh", "gco2eq_per_kwh", "g_co2_per_kwh"}
+_LBS_UNITS = {"lbs_co2_per_mwh", "lbs/mwh", "lb/mwh"}
 
 
-def _check_units(doc, path: str) -> None:
-    """Refuse a file that declares units we do not convert (WattTime's `meta.units`,
-    Electricity Maps' `unit`)."""
+def _check_units(doc, path: str, accepted: set[str], expected: str) -> None:
+    """Refuse a file that declares units other than its format's (WattTime's `meta.units`,
+    a `unit` field): we would otherwise convert the wrong way."""
     if not isinstance(doc, dict):
         return
     meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
     declared = meta.get("units") or doc.get("unit") or doc.get("units")
-    if declared is not None and str(declared).strip().lower() not in _KNOWN_UNITS:
-        raise BadInput(f"forecast file {path!r} declares units {declared!r}; accepted: "
-                       "gCO2eq/kWh (Electricity Maps, UK) or lbs_co2_per_mwh (WattTime)")
+    if declared is not None and str(declared).strip().lower() not in accepted:
+        raise BadInput(f"forecast file {path!r} declares units {declared!r}; this format is "
+                       f"read in {expected}")
 
 
 _CSV_UNITS = {"g_per_kwh": 1.0, "kg_per_kwh": 1000.0, "lbs_per_mwh": LBS_PER_MWH_TO_G_PER_KWH}

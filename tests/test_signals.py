@@ -101,3 +101,14 @@ def test_static_signal_is_the_grid_average():
     assert s.intensity_at(T(0)) == lookup("DEU").kg_per_kwh
     with pytest.raises(BadInput, match="unknown region"):
         static_signal("atlantis")
+
+
+def test_declared_units_must_match_the_format(tmp_path):
+    f = tmp_path / "em.json"
+    f.write_text('{"zone": "DE", "unit": "lbs/MWh", "history": '
+                 '[{"datetime": "2026-11-20T00:00Z", "carbonIntensity": 800}]}')
+    with pytest.raises(BadInput, match="declares units 'lbs/MWh'"):
+        load_signal(f)
+    f.write_text('{"zone": "DE", "unit": "gCO2eq/kWh", "history": '
+                 '[{"datetime": "2026-11-20T00:00Z", "carbonIntensity": 300}]}')
+    assert load_signal(f).intervals[0].kg_per_kwh == pytest.approx(0.3)
