@@ -15,7 +15,6 @@ Starting a job is `orchestrator.launcher.start_job(job: dict, store) -> run_id`,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -241,7 +240,3 @@ def _launcher_start_job() -> Callable:
         raise RunFailed("this build has no training launcher (orchestrator.launcher.start_job); "
                         "`schedule run --dry-run` shows what would start") from None
     return start_job
-
-
-def options_json(job: dict) -> str:
-    return json.dumps(job["options"], sort_keys=True)
