@@ -100,6 +100,11 @@ def check_cluster_config(raw: dict, name: str = "<config>") -> dict:
         problems.append(f"Ray's validation: {ray_error}")
     warnings += [f"Ray: {n}" for n in ray_notes]
     cfg = config if config is not None else raw
+    if config is not None:
+        for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+            if key not in raw:
+                warnings.append(f"{key} is not in the file, so Ray's {cfg['provider']['type']} "
+                                "default is used (no token auth; the head's dashboard on 0.0.0.0)")
     for rule in (rule_token_auth, rule_dashboard_loopback, rule_head_no_training,
                  rule_gpu_counts):
         try:
@@ -285,6 +290,8 @@ def rule_gpu_counts(cfg: dict, problems: list[str], warnings: list[str]) -> None
         itype = _instance_type(nc)
         gpus, inst = _gpus_of(nc)
         if inst is None:
+            if itype is None:
+                continue  # no node_config: Ray's validation says so
             warnings.append(f"gpus: node type {name!r} has instance type {itype!r}, which tally "
                             "does not know; its GPU count is not checked")
             continue
