@@ -149,7 +149,9 @@ def _quiet_ray_logs() -> None:
     """Ray's SDK logs each upload step at INFO on stderr; keep stderr for what matters."""
     import logging
 
-    logging.getLogger("ray.dashboard").setLevel(logging.WARNING)
+    for name in ("ray.dashboard", "ray.dashboard.modules.dashboard_sdk",
+                 "ray.dashboard.modules.job.sdk"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray._private.runtime_env").setLevel(logging.ERROR)
 
 
@@ -213,7 +215,7 @@ def record_event(store, run_id: str, event: dict) -> str:  # noqa: ANN001 (orche
           or {"type": "energy", "samples": [ {...}, ... ]}          -> store.add_energy
       {"type": "status", "status": "completed"|"failed"|..., "message"?}
           -> run.status, run.message, run.ended_at (for a terminal status)
-      any other type -> store.add_event(run_id, type, **rest) (restart, pause, ...)
+      any other type -> store.add_event(run_id, type, event={...rest}) (restart, pause, ...)
     BadInput when a required field is missing or a status is unknown."""
     from orchestrator.store import RUN_STATUSES
 
@@ -226,7 +228,7 @@ def record_event(store, run_id: str, event: dict) -> str:  # noqa: ANN001 (orche
         if event.get("storage_path"):
             fields["storage_path"] = str(event["storage_path"])
         store.update_run(run_id, **fields)
-        store.add_event(run_id, "remote-run", **{k: v for k, v in event.items() if k != "type"})
+        store.add_event(run_id, "remote-run", event=_details(event))
         return "run"
     if kind == "step":
         rows = event.get("steps") or [event]
@@ -266,8 +268,12 @@ def record_event(store, run_id: str, event: dict) -> str:  # noqa: ANN001 (orche
             fields["ended_at"] = _time(event.get("time"))
         store.update_run(run_id, **fields)
         return "status"
-    store.add_event(run_id, str(kind), **{k: v for k, v in event.items() if k != "type"})
+    store.add_event(run_id, str(kind), event=_details(event))
     return "event"
+
+
+def _details(event: dict) -> dict:
+    return {k: v for k, v in event.items() if k != "type"}
 
 
 def run_remote(store, run_id: str, address: str, argv: list[str], *,  # noqa: ANN001
