@@ -254,11 +254,11 @@ def rule_head_no_training(cfg: dict, problems: list[str], warnings: list[str]) -
     if not isinstance(node, dict):
         return  # Ray's validation already says so
     res = node.get("resources") or {}
-    for key in ("CPU", "GPU"):
-        if res.get(key) != 0:
-            have = "missing" if key not in res else res[key]
-            problems.append(f"head: node type {head!r} advertises {key}={have}; set resources "
-                            '{"CPU": 0, "GPU": 0} so the head schedules no training')
+    bad = [f"{k}={res[k]}" if k in res else f"no {k} (Ray then detects the machine's)"
+           for k in ("CPU", "GPU") if res.get(k) != 0]
+    if bad:
+        problems.append(f"head: node type {head!r} advertises {', '.join(bad)}; set resources "
+                        '{"CPU": 0, "GPU": 0} so the head schedules no training')
     for where, cmd in _ray_start_commands(cfg):
         if where.startswith("head"):
             for flag in ("--num-cpus", "--num-gpus"):

@@ -105,12 +105,12 @@ def submit_and_follow(address: str, argv: list[str], *, token_path: str | None,
     Ctrl-C stops the remote job. Returns {"job_id", "status" (SUCCEEDED|FAILED|STOPPED),
     "message", "events", "bad_event_lines"}."""
     address = check_address(address)
-    _quiet_ray_logs()
     wd = Path(working_dir)
     if not (wd / script).is_file():
         raise BadInput(f"{script} is not in the working directory {str(wd)!r}; run from the "
                        "tally checkout or give its path")
     client = _client(address, token_path)
+    _quiet_ray_logs()  # after the import: Ray's SDK modules set their loggers to INFO on import
     cmd = entrypoint(python, script, argv)
     runtime_env = {"working_dir": str(wd), "excludes": EXCLUDES + list(excludes or []),
                    "env_vars": {"PYTHONUNBUFFERED": "1"}}
