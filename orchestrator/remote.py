@@ -36,6 +36,25 @@ DEFAULT_REMOTE_PYTHON = "~/tally-venv/bin/python"  # the venv ray_cluster.yaml m
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
+def defaults_for(address: str, home, token_path: str | None = None,  # noqa: ANN001 (Home)
+                 python: str | None = None) -> tuple[str | None, str]:
+    """(token_path, python) for a remote run at `address`: the explicit ones when given; else,
+    for the head this home's `dashboard` started, its token file and its Python; else the
+    home's token file if one exists, and the venv the cluster files make."""
+    from orchestrator.dashboard import load_head, token_path as home_token
+
+    head = load_head(home)
+    mine = head is not None and head.get("address") == check_address(address)
+    if token_path is None:
+        if mine:
+            token_path = head.get("token_path")
+        elif home_token(home).exists():
+            token_path = str(home_token(home))
+    if python is None:
+        python = head["python"] if mine else DEFAULT_REMOTE_PYTHON
+    return token_path, python
+
+
 # -- submitting and following ------------------------------------------------------------------
 def parse_event(line: str) -> dict | None:
     """The JSON object of an `@tally {...}` line; None for any other line. BadInput when the

@@ -17,7 +17,8 @@ import pytest
 
 from orchestrator.dashboard import ensure_token, http_status, token_path
 from orchestrator.home import Home
-from orchestrator.remote import parse_event, run_remote, submit_and_follow
+from orchestrator.remote import (DEFAULT_REMOTE_PYTHON, defaults_for, parse_event, run_remote,
+                                 submit_and_follow)
 from orchestrator.store import Store
 from planners.errors import BadInput
 from tests.conftest import assert_bad_input
@@ -124,6 +125,17 @@ def test_dashboard_again_finds_the_running_head(head):
     head["outputs"].append(human)
     assert "already running" in human.stdout and str(doc["token_path"]) in human.stdout
     assert "/metrics" in human.stdout
+
+
+@pytest.mark.slow
+def test_defaults_for_the_head_this_home_started(head, tmp_path):
+    h = Home(head["home"])
+    assert defaults_for(head["info"]["address"], h) == (head["info"]["token_path"],
+                                                         head["info"]["python"])
+    assert defaults_for("http://10.1.2.3:8265", h) == (head["info"]["token_path"],
+                                                       DEFAULT_REMOTE_PYTHON)
+    assert defaults_for("http://10.1.2.3:8265", Home(tmp_path), "/t", "/py") == ("/t", "/py")
+    assert defaults_for("http://10.1.2.3:8265", Home(tmp_path)) == (None, DEFAULT_REMOTE_PYTHON)
 
 
 @pytest.mark.slow
