@@ -220,7 +220,9 @@ def start_head(home, *, host: str = "127.0.0.1", port: int = DEFAULT_DASHBOARD_P
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         rc = proc.wait(timeout=START_TIMEOUT_S)
-    url = f"http://{'127.0.0.1' if host in LOOPBACK else host}:{port}"
+    url_host = {"localhost": "127.0.0.1", "::1": "[::1]"}.get(host, host)
+    url_host = f"[{url_host}]" if ":" in url_host and not url_host.startswith("[") else url_host
+    url = f"http://{url_host}:{port}"
     info = {
         "dashboard_url": url,
         "address": url,  # for the Jobs API (`train --address`)
