@@ -424,6 +424,85 @@ def render_train(c: Console, result: dict) -> None:
 
 # --- cluster, dashboard (issue 8) -----------------------------------------------------------
 
+cluster_app = typer.Typer(help="Ray cluster-launcher files (ray_cluster.yaml).",
+                          no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("check")
+def cluster_check(ctx: typer.Context,
+                  file: Annotated[str, typer.Argument(help="A Ray cluster YAML.")] = "ray_cluster.yaml",
+                  json_: JsonOpt = False):
+    """Check a cluster YAML offline: Ray's schema and config validation, then tally's rules
+    (token auth on every node, dashboard on 127.0.0.1, a head with 0 CPU/GPU, GPU counts that
+    match the instance type). Exit 0 when fine, 2 with what to fix."""
+    from orchestrator.cluster import check_cluster_file
+
+    result = check_cluster_file(file)
+    emit(ctx, result, lambda c: render_cluster_check(c, result), json_)
+    if not result["ok"]:
+        print(f"error: {file}: {len(result['problems'])} problem(s) to fix (listed above)",
+              file=sys.stderr)
+        raise typer.Exit(2)
+
+
+def render_cluster_check(c: Console, r: dict) -> None:
+    c.print(f"{r['file']}: provider {r['provider']}, cluster {r['cluster_name']!r}, "
+            f"up to {r['max_workers']} worker node(s)")
+    for n in r["node_types"]:
+        role = "head" if n["head"] else f"workers {n['min_workers']}-{n['max_workers']}"
+        gpus = {None: "", 0: ", no GPU"}.get(n["instance_gpus"],
+                                             f", {n['instance_gpus']}x {n['gpu_model']}")
+        c.print(f"  {n['name']}: {role}, {n['instance_type']}{gpus}, "
+                f"resources {json.dumps(n['resources'])}")
+    c.print(f"Ray schema and config validation: {r['ray_validation']}")
+    for w in r["warnings"]:
+        c.print(f"  warning: {w}")
+    if r["ok"]:
+        c.print("tally rules: ok (token auth on every node, dashboard on loopback, head runs no "
+                "training, GPU counts match)")
+    for p in r["problems"]:
+        c.print(f"  fix: {p}")
+
+
+@app.command("dashboard")
+def dashboard(ctx: typer.Context,
+              stop: Annotated[bool, typer.Option("--stop", help="Stop the head this TALLY_HOME started.")] = False,
+              host: Annotated[str, typer.Option(help="Address the dashboard binds to.")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(help="Dashboard and Jobs API port.")] = 8265,
+              allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a non-loopback --host (needs token auth).")] = False,
+              no_auth: Annotated[bool, typer.Option("--no-auth", help="Turn token authentication off (loopback only).")] = False,
+              num_cpus: Annotated[Optional[int], typer.Option(help="CPUs the head offers (default: all).")] = None,
+              json_: JsonOpt = False):
+    """Start (or find) a local Ray head: dashboard and Jobs API on 127.0.0.1, token
+    authentication on, the token in $TALLY_HOME/ray/auth_token (mode 0600, never printed)."""
+    from orchestrator.dashboard import start_head, stop_head
+
+    if stop:
+        info = stop_head(home_of(ctx))
+        emit(ctx, info, lambda c: c.print(
+            f"stopped the Ray head at {info['dashboard_url']} ({info['processes']} processes)"
+            if info["stopped"] else info["reason"]), json_)
+        return
+    info = start_head(home_of(ctx), host=host, port=port, allow_remote=allow_remote,
+                      auth=not no_auth, num_cpus=num_cpus)
+    emit(ctx, info, lambda c: render_dashboard(c, info), json_)
+
+
+def render_dashboard(c: Console, i: dict) -> None:
+    state = "started" if i["started"] else "already running"
+    c.print(f"Ray dashboard: {i['dashboard_url']} ({state}, authentication: {i['auth']})")
+    c.print(f"Jobs API: python cli.py train tiny --address {i['address']}")
+    if i["token_path"]:
+        c.print(f"token file: {i['token_path']} (mode 0600; the dashboard asks for its contents)")
+    c.print(f"Prometheus metrics: http://127.0.0.1:{i['metrics_port']}/metrics (not protected "
+            "by the token)")
+    if i.get("session_dir"):
+        c.print(f"Grafana dashboards: {i['session_dir']}/metrics/grafana/dashboards")
+    c.print(f"log: {i['log']}; stop it with: python cli.py dashboard --stop")
+
+
+
 
 # --- schedule (issue 9) ---------------------------------------------------------------------
 schedule_app = typer.Typer(help="Carbon-aware timing: simulate policies over a forecast; a job "

@@ -1,0 +1,253 @@
+"""`dashboard`: a real local Ray head (one for the whole module, started and stopped through the
+CLI as a user would), its token authentication, and remote runs through its Jobs API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.dashboard import ensure_token, http_status, token_path
+from orchestrator.home import Home
+from orchestrator.remote import (DEFAULT_REMOTE_PYTHON, defaults_for, parse_event, run_remote,
+                                 submit_and_follow)
+from orchestrator.store import Store
+from planners.errors import BadInput
+from tests.conftest import assert_bad_input
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(home: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.pop("TALLY_DB", None)
+    return subprocess.run([sys.executable, "cli.py", "--home", str(home), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """One Ray head for the module, started by `cli.py dashboard`, stopped at the end."""
+    home = tmp_path_factory.mktemp("dash") / "home"
+    outputs = [cli(home, "dashboard", "--port", str(free_port()), "--num-cpus", "2", "--json")]
+    assert outputs[0].returncode == 0, outputs[0].stderr
+    info = json.loads(outputs[0].stdout)
+    yield {"home": home, "info": info, "outputs": outputs}
+    cli(home, "dashboard", "--stop")  # no-op when a test already stopped it
+
+
+def _token(head) -> str:
+    return Path(head["info"]["token_path"]).read_text().strip()
+
+
+# -- fast: no Ray process ------------------------------------------------------------------------
+def test_non_loopback_host_refused(run_cli, home):
+    assert_bad_input(run_cli("dashboard", "--host", "0.0.0.0"), "--host 0.0.0.0", "--allow-remote")
+    assert_bad_input(run_cli("dashboard", "--host", "10.0.0.5", "--allow-remote", "--no-auth"),
+                     "--host 10.0.0.5")
+    assert_bad_input(run_cli("dashboard", "--port", "12000"), "worker port range")
+    assert not (home / "ray-head.json").exists()
+
+
+def test_token_file_is_private_even_if_it_existed_world_readable(tmp_path):
+    home = Home(tmp_path / "h")
+    p = ensure_token(home)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert stat.S_IMODE(p.parent.stat().st_mode) == 0o700
+    token = p.read_text()
+    assert len(token) == 64 and int(token, 16) >= 0  # Ray's format: 256 bits in hex
+    os.chmod(p, 0o644)  # as `ray get-auth-token --generate` leaves it
+    assert ensure_token(home) == p and stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert p.read_text() == token  # kept, not replaced
+
+
+def test_stop_without_a_head_is_a_no_op(run_cli, home):
+    r = run_cli("dashboard", "--stop", "--json")
+    assert r.code == 0 and r.json()["stopped"] is False
+
+
+def test_event_lines():
+    assert parse_event('@tally {"type": "step", "step": 1}') == {"type": "step", "step": 1}
+    assert parse_event("plain line @tally {}") is None
+    for bad in ("@tally {nope", '@tally [1, 2]', '@tally {"step": 1}'):
+        with pytest.raises(BadInput):
+            parse_event(bad)
+
+
+def test_bad_address_and_unreachable_head(tmp_path):
+    (tmp_path / "cli.py").write_text("")
+    for address, needle in (("127.0.0.1:8265", "not a Ray dashboard URL"),
+                            (f"http://127.0.0.1:{free_port()}", "no Ray dashboard answers")):
+        with pytest.raises(BadInput, match=needle):
+            submit_and_follow(address, ["x"], token_path=None, working_dir=tmp_path,
+                              on_event=print)
+
+
+# -- one real head ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_dashboard_up_with_token_auth(head):
+    info = head["info"]
+    assert info["started"] is True and info["auth"] == "token"
+    assert info["dashboard_url"].startswith("http://127.0.0.1:")
+    tp = Path(info["token_path"])
+    assert tp == token_path(Home(head["home"]))
+    assert stat.S_IMODE(tp.stat().st_mode) == 0o600
+    api = info["dashboard_url"] + "/api/version"
+    assert http_status(api) == 401
+    assert http_status(api, token="0" * 64) == 403
+    assert http_status(api, token=_token(head)) == 200
+    # the Jobs API too
+    assert http_status(info["dashboard_url"] + "/api/jobs/") == 401
+
+
+@pytest.mark.slow
+def test_dashboard_again_finds_the_running_head(head):
+    again = cli(head["home"], "dashboard", "--json")
+    head["outputs"].append(again)
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert doc["started"] is False and doc["pgid"] == head["info"]["pgid"]
+    human = cli(head["home"], "dashboard")
+    head["outputs"].append(human)
+    assert "already running" in human.stdout and str(doc["token_path"]) in human.stdout
+    assert "/metrics" in human.stdout
+
+
+@pytest.mark.slow
+def test_defaults_for_the_head_this_home_started(head, tmp_path):
+    h = Home(head["home"])
+    assert defaults_for(head["info"]["address"], h) == (head["info"]["token_path"],
+                                                         head["info"]["python"])
+    assert defaults_for("http://10.1.2.3:8265", h) == (head["info"]["token_path"],
+                                                       DEFAULT_REMOTE_PYTHON)
+    assert defaults_for("http://10.1.2.3:8265", Home(tmp_path), "/t", "/py") == ("/t", "/py")
+    assert defaults_for("http://10.1.2.3:8265", Home(tmp_path)) == (None, DEFAULT_REMOTE_PYTHON)
+
+
+@pytest.mark.slow
+def test_remote_job_events_recorded_in_store(head, tmp_path):
+    """The Jobs-API path end to end: a stand-in for `train --events` prints @tally lines;
+    they land in the local store; the shipped directory lacks .tally, .venv, data, .git."""
+    wd = tmp_path / "checkout"
+    wd.mkdir()
+    shutil.copy(ROOT / "tests" / "fake_remote_job.py", wd / "fake_remote_job.py")
+    for d in (".tally", ".venv", "data", "checkpoints", ".git"):
+        (wd / d).mkdir()
+        (wd / d / "big.bin").write_bytes(b"x" * 1000)
+    (wd / "kept.txt").write_text("kept")
+    store = Store(f"sqlite:///{tmp_path / 'tally.db'}")
+    store.create_run("tiny", {"remote": True}, run_id="tiny-remote-1")
+    seen = []
+    result = run_remote(store, "tiny-remote-1", head["info"]["address"], ["train", "tiny", "--events"],
+                        token_path=head["info"]["token_path"], working_dir=wd,
+                        python=head["info"]["python"], script="fake_remote_job.py",
+                        on_event=seen.append)
+    assert result["status"] == "SUCCEEDED" and result["job_id"] == "tiny-remote-1"
+    assert result["events"] == 7 and result["bad_event_lines"] == 1
+    assert [e["type"] for e in seen] == ["submitted", "run", "step", "step", "step",
+                                         "checkpoint", "energy", "status"]
+    run_ev = seen[1]
+    assert run_ev["files"] == ["fake_remote_job.py", "kept.txt"]
+    assert run_ev["python"] == head["info"]["python"]
+    [summary] = store.run_summaries()
+    assert summary["status"] == "completed" and summary["job_id"] == "tiny-remote-1"
+    assert summary["ray_address"] == head["info"]["address"]
+    assert summary["steps"] == 3 and summary["tokens"] == 1536
+    assert summary["final_loss"] == pytest.approx(10.0 / 3)
+    assert summary["energy_joules"] == pytest.approx(30.0)
+    assert summary["ended_at"] is not None
+    from reports.runs import show_run
+
+    shown = show_run(store, "tiny-remote-1")
+    assert [c["step"] for c in shown["checkpoints"]] == [3]
+
+
+@pytest.mark.slow
+def test_remote_job_without_final_status_marks_run_failed(head, tmp_path):
+    wd = tmp_path / "checkout"
+    wd.mkdir()
+    (wd / "cli.py").write_text("import sys\nprint('@tally {\"type\": \"run\"}')\nsys.exit(4)\n")
+    store = Store(f"sqlite:///{tmp_path / 'tally.db'}")
+    store.create_run("tiny", {}, run_id="tiny-remote-2")
+    result = run_remote(store, "tiny-remote-2", head["info"]["address"], ["train", "tiny"],
+                        token_path=head["info"]["token_path"], working_dir=wd,
+                        python=head["info"]["python"])
+    assert result["status"] == "FAILED"
+    run = store.get_run("tiny-remote-2")
+    assert run.status == "failed" and run.message
+
+
+@pytest.mark.slow
+def test_remote_refused_without_or_with_wrong_token(head, tmp_path):
+    (tmp_path / "cli.py").write_text("")
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("f" * 64)
+    address = head["info"]["address"]
+    with pytest.raises(BadInput, match=r"requires a token \(401\)"):
+        submit_and_follow(address, ["x"], token_path=None, working_dir=tmp_path, on_event=print)
+    with pytest.raises(BadInput, match=r"refused the token .* \(403\)"):
+        submit_and_follow(address, ["x"], token_path=str(wrong), working_dir=tmp_path,
+                          on_event=print)
+
+
+@pytest.mark.slow
+def test_token_never_printed_or_logged(head):
+    token = _token(head)
+    for out in head["outputs"]:
+        assert token not in out.stdout and token not in out.stderr
+    home = head["home"]
+    for f in home.rglob("*"):
+        if f.is_file() and f != Path(head["info"]["token_path"]):
+            assert token not in f.read_text(errors="replace"), f
+    session = head["info"].get("session_dir")
+    assert session and Path(session).is_dir()
+    hits = subprocess.run(["grep", "-rlF", token, session], capture_output=True, text=True)
+    assert hits.stdout == "", hits.stdout  # Ray's own logs of this head
+
+
+@pytest.mark.slow
+def test_stop_stops_only_its_head(head):
+    import psutil
+
+    pgid = head["info"]["pgid"]
+    mine = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid]
+    assert mine
+    r = cli(head["home"], "dashboard", "--stop", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stopped"] is True
+    time.sleep(0.5)
+    assert not [pid for pid in mine if psutil.pid_exists(pid) and _alive(pid)]
+    assert not (head["home"] / "ray-head.json").exists()
+    assert http_status(head["info"]["dashboard_url"] + "/api/version", _token(head)) == 0
+    again = cli(head["home"], "dashboard", "--stop", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["stopped"] is False
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
