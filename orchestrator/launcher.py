@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 import threading
 import time
@@ -54,18 +53,6 @@ def _channel_class():
     return Channel
 
 
-def ensure_token(home: Home) -> Path:
-    """A private (0600) Ray auth token under $TALLY_HOME, used by the embedded Ray instance."""
-    path = home.root / "ray" / "auth_token"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    os.chmod(path, 0o600)
-    return path
-
-
 @dataclass
 class RayHandle:
     address: str | None
@@ -89,6 +76,8 @@ def connect(home: Home, address: str | None, *, dashboard: bool = True) -> RayHa
             raise BadInput(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
                            "give --address ray://HEAD:10001, HEAD:6379 or auto") from None
         return RayHandle(address, getattr(info, "dashboard_url", None), False)
+    from orchestrator.dashboard import ensure_token
+
     token = ensure_token(home)
     # ray.init() of a new local instance turns token authentication on by default (2.60) and
     # reads the token from RAY_AUTH_TOKEN_PATH: ours, private, instead of ~/.ray/auth_token.
@@ -223,10 +212,13 @@ def preflight(preset: Preset, plan: LaunchPlan, capacity: dict, gpu_name: str | 
 
 
 def _needs(preset: Preset, plan: LaunchPlan, gpu, capacity: dict, need: float, what: str) -> str:
-    from planners.memory import min_devices, plan_memory
+    from planners.memory import NEVER_FITS, min_devices, plan_memory
 
     n = min_devices(preset.args, device_memory_bytes=gpu.memory_bytes, seq_len=plan.seq_len,
                     micro_batch=1, activation_checkpointing=True, mixed_precision=True)
+    if n == NEVER_FITS:
+        return (f"{preset.name} does not fit on {gpu.label} GPUs with FSDP alone at any count "
+                f"(it needs tensor or pipeline parallelism, which tally does not do)")
     at_n = plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=1, world_size=n,
                        activation_checkpointing=True, mixed_precision=True)
     return (f"{preset.name} needs at least {n} {gpu.label} GPUs ({-(-n // 8)} 8-GPU nodes): "
@@ -505,8 +497,8 @@ def predict(preset: Preset, plan: LaunchPlan, req: TrainRequest, assumptions: di
         p = make_plan(model=preset.name, train_tokens=plan.max_steps * plan.tokens_per_step,
                       gpu=req.gpu or "a100-80gb", gpus=plan.workers,
                       pue=assumptions["pue"], intensity=assumptions["intensity_kg_per_kwh"])
-    except TypeError:  # planner signature differs: say so rather than guess
-        return {}
+    except BadInput as e:
+        return {"error": str(e)}
     given = next((o for o in p["options"] if o["label"] == "given"), p["options"][0])
     return {k: given.get(k) for k in ("gpu_hours", "days", "cost_usd", "energy_mwh", "tco2eq")}
 
