@@ -338,6 +338,17 @@ def train_cmd(
     no_meter: Annotated[bool, typer.Option("--no-meter", help="Do not meter energy.")] = False,
     no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Start the local Ray without its dashboard.")] = False,
     events: Annotated[bool, typer.Option("--events", help="Print `@tally {json}` event lines (remote following).")] = False,
+    carbon_aware: Annotated[bool, typer.Option("--carbon-aware", help="Time the run by a carbon-intensity forecast (--forecast, --policy).")] = False,
+    forecast: Annotated[Optional[str], typer.Option(help="Intensity forecast file (Electricity Maps, WattTime, UK National Grid JSON, or time,zone,g_per_kwh CSV).")] = None,
+    deadline: Annotated[Optional[str], typer.Option(help="Finish by: ISO time or a duration from now (48h).")] = None,
+    policy: Annotated[str, typer.Option(help="delay (start in the cleanest window), suspend (run only in the cleanest hours) or threshold (pause above --threshold).")] = "delay",
+    threshold: Annotated[Optional[float], typer.Option(help="g CO2eq/kWh above which --policy threshold pauses.")] = None,
+    hours: Annotated[Optional[float], typer.Option(help="Expected running time in hours, for the carbon window (default: the plan's prediction).")] = None,
+    max_usd: Annotated[Optional[float], typer.Option("--max-usd", help="Budget in dollars: refuse or stop at a checkpoint before it is spent.")] = None,
+    max_tco2: Annotated[Optional[float], typer.Option("--max-tco2", help="Budget in tCO2eq.")] = None,
+    max_mwh: Annotated[Optional[float], typer.Option("--max-mwh", help="Budget in MWh of facility energy.")] = None,
+    sim_start: Annotated[Optional[str], typer.Option(help="Replay the forecast from this ISO time instead of now (demos, tests).")] = None,
+    sim_speed: Annotated[float, typer.Option(help="With --sim-start: simulated seconds per real second.")] = 1.0,
     json_: JsonOpt = False,
 ):
     """Train a LLaMA preset on Ray with FSDP2: checkpoints, resume, metering, live progress."""
@@ -359,7 +370,10 @@ def train_cmd(
         compile=compile_, max_failures=max_failures, address=address, storage=storage,
         name=name, resume=resume, dry_run=dry_run, plan_id=plan, pue=pue,
         intensity_kg_per_kwh=intensity, region=region, price_usd_per_gpu_hour=price,
-        meter_interval_s=meter_interval, meter=not no_meter, dashboard=not no_dashboard)
+        meter_interval_s=meter_interval, meter=not no_meter, dashboard=not no_dashboard,
+        carbon_aware=carbon_aware, forecast=forecast, deadline=deadline, policy=policy,
+        threshold_g_per_kwh=threshold, hours=hours, max_usd=max_usd, max_tco2=max_tco2,
+        max_mwh=max_mwh, sim_start=sim_start, sim_speed=sim_speed)
     want_json = json_ or g(ctx).json
     live = {"progress": None}
 

@@ -261,6 +261,18 @@ class TrainRequest:
     meter_interval_s: float = 1.0
     meter: bool = True
     dashboard: bool = True
+    # carbon- and cost-awareness (issue 9)
+    carbon_aware: bool = False
+    forecast: str | None = None
+    deadline: str | None = None
+    policy: str = "delay"
+    threshold_g_per_kwh: float | None = None
+    hours: float | None = None  # expected running time, for the carbon window
+    max_usd: float | None = None
+    max_tco2: float | None = None
+    max_mwh: float | None = None
+    sim_start: str | None = None  # replay a forecast from this time ...
+    sim_speed: float = 1.0  # ... this many times faster than real time
 
 
 class Driver:
@@ -268,9 +280,11 @@ class Driver:
 
     def __init__(self, store: Store, run_id: str, channel, plan: LaunchPlan, run_dir: Path,
                  progress: Callable[[dict], None] | None, events: Callable[[dict], None] | None,
-                 meters=None):
+                 meters=None, policy=None):
         self.store, self.run_id, self.channel, self.plan = store, run_id, channel, plan
         self.run_dir, self.progress, self.events, self.meters = run_dir, progress, events, meters
+        self.policy, self.commanded, self.t0 = policy, None, time.monotonic()
+        self.lock = threading.Lock()  # the poller thread and the main thread both poll
         self.stop = threading.Event()
         self.last: dict = {}
         self.done: dict | None = None
@@ -297,6 +311,10 @@ class Driver:
                 self.errors.append(f"{type(e).__name__}: {e}")
 
     def poll_once(self) -> None:
+        with self.lock:
+            self._poll()
+
+    def _poll(self) -> None:
         import ray
 
         msgs = ray.get(self.channel.drain.remote())
@@ -318,6 +336,12 @@ class Driver:
                                             for k, v in steps[-1].items()}}, all_steps=steps)
         if self.meters is not None:
             self._energy(self.meters.poll())
+        if self.policy is not None and self.policy.active and self.last and not self.commanded:
+            cmd = self.policy.command(self.last["step"], self.energy_joules,
+                                      time.monotonic() - self.t0)
+            if cmd:
+                self.commanded = cmd
+                self.channel.set_command.remote(cmd)
         if self.progress and self.last:
             self.progress({**self.last, "energy_joules": self.energy_joules})
 
@@ -450,12 +474,15 @@ def train(store: Store, home: Home, req: TrainRequest, *,
     if req.resume:
         prior = store.get_run(req.resume)
         cfg = dict(prior.config.get("request") or {})
-        keep = {k: getattr(req, k) for k in ("max_steps", "address", "dashboard", "meter")
-                if getattr(req, k) is not None}
+        keep = {k: getattr(req, k) for k in ("max_steps", "address", "dashboard", "meter",
+                                              "max_usd", "max_tco2", "max_mwh", "sim_start",
+                                              "sim_speed") if getattr(req, k) is not None}
         req = TrainRequest(**{k: v for k, v in cfg.items() if k in TrainRequest.__dataclass_fields__})
         for k, v in keep.items():
             setattr(req, k, v)
         req.resume = prior.id
+    if is_jobs_address(req.address) and not req.dry_run:
+        return train_remote(store, home, req, progress=progress, on_start=on_start)
     preset = resolve_preset(req.preset)
     if req.dry_run:
         capacity = local_capacity() if not req.address else None
@@ -481,12 +508,19 @@ def train(store: Store, home: Home, req: TrainRequest, *,
                 "preflight": verdict, "capacity": capacity, "assumptions": assumptions,
                 "prediction": predict(preset, plan, req, assumptions)}
     preflight(preset, plan, capacity, req.gpu)
+    prediction = predict(preset, plan, req, assumptions) if device == "cuda" else {}
+    from orchestrator.carbon_run import RunPolicy
+
+    policy = RunPolicy.from_request(req, assumptions, plan.max_steps, plan.workers, prediction)
+    warnings = policy.check_start(prediction)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     dataset = _open_data(req, home, preset)
     if dataset.num_sequences(plan.seq_len) < plan.global_batch:
         raise BadInput(f"dataset {req.data!r} holds {dataset.num_sequences(plan.seq_len)} sequences "
                        f"of {plan.seq_len} tokens, fewer than one global batch ({plan.global_batch})")
     return _run(store, home, req, preset, plan, dataset, device, assumptions, handle,
-                progress, events, on_start)
+                progress, events, on_start, policy)
 
 
 def predict(preset: Preset, plan: LaunchPlan, req: TrainRequest, assumptions: dict) -> dict:
@@ -504,7 +538,7 @@ def predict(preset: Preset, plan: LaunchPlan, req: TrainRequest, assumptions: di
 
 
 def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, progress, events,
-         on_start) -> dict:
+         on_start, policy) -> dict:
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -548,19 +582,53 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
     meters = None
     if req.meter:
         meters = _meters(run_id, run_dir, req, store)
-    driver = Driver(store, run_id, channel, plan, run_dir, progress, events, meters).start()
+    policy.requested_at = policy.clock.now()
+    start = policy.start_at()
+    if start is not None and start[0] > policy.clock.now():
+        store.update_run(run_id, status="waiting")
+        store.add_event(run_id, "wait", until=start[0].isoformat(), **start[1])
+        if events:
+            events({"type": "status", "status": "waiting", "until": start[0].isoformat()})
+        waited = policy.clock.sleep_until(start[0])
+        store.update_run(run_id, status="running", waited_s=store.get_run(run_id).waited_s + waited)
+    driver = Driver(store, run_id, channel, plan, run_dir, progress, events, meters,
+                    policy).start()
     resources = {"GPU": 1} if device == "cuda" else {"CPU": plan.cpus_per_worker}
-    trainer = TorchTrainer(
-        _worker_entry, train_loop_config={**tcfg.as_dict(), "channel": channel},
-        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=device == "cuda",
-                                     resources_per_worker=resources,
-                                     placement_strategy="PACK"),
-        run_config=RunConfig(name=run_id, storage_path=str(Path(storage).absolute()),
-                             failure_config=FailureConfig(max_failures=req.max_failures)))
     status, message = "failed", None
     try:
-        trainer.fit()
-        status = "completed"
+        while True:  # one segment per pause
+            trainer = TorchTrainer(
+                _worker_entry, train_loop_config={**tcfg.as_dict(), "channel": channel},
+                scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=device == "cuda",
+                                             resources_per_worker=resources,
+                                             placement_strategy="PACK"),
+                run_config=RunConfig(name=run_id, storage_path=str(Path(storage).absolute()),
+                                     failure_config=FailureConfig(max_failures=req.max_failures)))
+            began = policy.clock.now()
+            if policy.guard is not None:
+                policy.guard.started(began, driver.last.get("step", 0) if driver.last else 0)
+            trainer.fit()
+            driver.poll_once()
+            policy.segments.append((began, policy.clock.now()))
+            reason = (driver.done or {}).get("reason")
+            if reason != "pause":
+                status = {"budget": "budget-stopped", None: "completed",
+                          "max_steps": "completed"}.get(reason, "interrupted")
+                break
+            step = driver.done["step"]
+            resume = policy.resume_at(step) or policy.clock.now()
+            store.update_run(run_id, status="paused")
+            store.add_event(run_id, "pause", step=step, until=resume.isoformat(),
+                            intensity_kg_per_kwh=policy.intensity_now())
+            if events:
+                events({"type": "status", "status": "paused", "until": resume.isoformat()})
+            paused = policy.clock.sleep_until(resume)
+            store.update_run(run_id, status="running",
+                             paused_s=store.get_run(run_id).paused_s + paused)
+            store.add_event(run_id, "resume-after-pause", step=step,
+                            intensity_kg_per_kwh=policy.intensity_now())
+            ray.get(channel.set_command.remote(None))
+            driver.commanded, driver.done = None, None
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted by the user (resume with --resume)"
     except Exception as e:  # TrainingFailedError and friends
@@ -568,8 +636,12 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
     finally:
         driver.finish()
         ray.kill(channel)
-    if status == "completed" and driver.done and driver.done.get("reason") not in (None, "max_steps"):
-        status = "budget-stopped" if driver.done["reason"] == "budget" else "interrupted"
+    if status == "budget-stopped":
+        message = f"stopped at a checkpoint before the budget {policy.budget} was crossed " \
+                  f"(spent {policy._spent}); resume with --resume {run_id} and a new budget"
+    savings = policy.savings()
+    if savings:
+        store.add_event(run_id, "carbon", **savings)
     store.update_run(run_id, status=status, ended_at=utcnow(), message=message)
     if events:
         events({"type": "status", "status": status, "message": message})
@@ -606,3 +678,91 @@ def _meters(run_id: str, run_dir: Path, req: TrainRequest, store: Store):
     except ImportError:
         return None
     return MeterGroup(run_id, str(run_dir), interval_s=req.meter_interval_s)
+
+
+# -- entry points for the job queue and remote clusters ------------------------------------
+def start_job(job: dict, store: Store) -> str:
+    """The queue's way to run a job (`schedule run`): blocks until the run ends; raises when it
+    fails. The job's `options["train"]` holds TrainRequest fields (workers, max_steps, data...)."""
+    opts = job.get("options") or {}
+    fields = {k: v for k, v in (opts.get("train") or {}).items()
+              if k in TrainRequest.__dataclass_fields__}
+    req = TrainRequest(preset=job["preset"], **fields)
+    for key in ("max_usd", "max_tco2", "max_mwh"):
+        if opts.get(key) is not None:
+            setattr(req, key, opts[key])
+    if opts.get("policy") in ("suspend", "threshold") and opts.get("forecast"):
+        req.carbon_aware, req.policy, req.forecast = True, opts["policy"], opts["forecast"]
+        req.deadline, req.hours = opts.get("deadline"), opts.get("hours")
+        if opts.get("threshold_g_per_kwh") is not None:
+            req.threshold_g_per_kwh = opts["threshold_g_per_kwh"]
+    summary = train(store, Home.resolve(), req)
+    return summary["id"]
+
+
+def is_jobs_address(address: str | None) -> bool:
+    """http(s)://HEAD:8265 is a dashboard/Jobs API address: submit the run as a Ray job."""
+    return bool(address) and address.startswith(("http://", "https://"))
+
+
+_FLAGS = {  # TrainRequest field -> train option, for the command a remote job runs
+    "workers": "--workers", "max_steps": "--max-steps", "tokens": "--tokens",
+    "batch_tokens": "--batch-tokens", "micro_batch": "--micro-batch", "lr": "--lr",
+    "warmup_steps": "--warmup-steps", "checkpoint_every": "--checkpoint-every",
+    "keep_last": "--keep-last", "seed": "--seed", "data": "--data", "device": "--device",
+    "gpu": "--gpu", "max_failures": "--max-failures", "storage": "--storage", "name": "--name",
+    "pue": "--pue", "intensity_kg_per_kwh": "--intensity", "region": "--region",
+    "price_usd_per_gpu_hour": "--price", "meter_interval_s": "--meter-interval",
+    "max_usd": "--max-usd", "max_tco2": "--max-tco2", "max_mwh": "--max-mwh",
+}
+_SWITCHES = {"activation_checkpointing": "--activation-checkpointing", "compile": "--compile"}
+
+
+def remote_argv(req: TrainRequest) -> list[str]:
+    """`cli.py` arguments that run `req` as a job on the cluster it is submitted to."""
+    argv = ["train", req.preset, "--address", "auto", "--events", "--no-dashboard"]
+    for key, flag in _FLAGS.items():
+        value = getattr(req, key)
+        if value is not None and value != TrainRequest.__dataclass_fields__[key].default:
+            argv += [flag, str(value)]
+    argv += [flag for key, flag in _SWITCHES.items() if getattr(req, key)]
+    if not req.meter:
+        argv.append("--no-meter")
+    return argv
+
+
+def train_remote(store: Store, home: Home, req: TrainRequest, *,
+                 progress: Callable[[dict], None] | None = None,
+                 on_start: Callable[[dict], None] | None = None,
+                 python: str | None = None) -> dict:
+    """Submit the run through Ray's Jobs API at `req.address` and record what it reports."""
+    from orchestrator.remote import defaults_for, run_remote
+
+    preset = resolve_preset(req.preset)
+    if req.resume:
+        raise BadInput("--resume with an http:// --address is not supported; resume on the "
+                       "cluster with `train --resume` in a job of its own")
+    token_path, python = defaults_for(req.address, home, python=python)
+    request = {k: v for k, v in req.__dict__.items() if k not in ("dry_run", "resume")}
+    run = store.create_run(preset.name, {"preset": preset.name, "workers": req.workers,
+                                         "remote": True, "request": request},
+                           name=req.name, status="created", ray_address=req.address)
+    if on_start:
+        on_start({"run_id": run.id, "dashboard_url": req.address, "token_path": token_path,
+                  "launch": None, "run_dir": None})
+    last = {"energy_joules": 0.0}
+
+    def seen(ev: dict) -> None:
+        if ev.get("type") == "energy":
+            last["energy_joules"] += sum(s["joules"] for s in ev.get("samples", [ev]))
+        if ev.get("type") == "step" and progress:
+            progress({**ev, "energy_joules": last["energy_joules"]})
+
+    root = Path(__file__).resolve().parent.parent
+    result = run_remote(store, run.id, req.address, remote_argv(req), token_path=token_path,
+                        working_dir=root, python=python, on_event=seen)
+    summary = store.run_summaries([run.id])[0]
+    if summary["status"] == "failed":
+        raise RunFailed(f"remote run {run.id} (job {result['job_id']}) failed: "
+                        f"{summary['message']}; `ray job logs {result['job_id']}` shows its log")
+    return summary
