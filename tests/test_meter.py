@@ -15,6 +15,7 @@ import pytest
 
 from orchestrator.meter import NodeMeter, start_node_meters
 from orchestrator.meter_nvml import NvmlSampler, visible_gpu_uuids
+from orchestrator.store import Store
 from planners.errors import BadInput
 from planners.footprint import Energy, project_total
 from tests.fake_pynvml import FakeGpu, make_module
@@ -153,6 +154,12 @@ def test_codecarbon_samples_sum_to_its_own_total(tmp_path):
         assert math.isclose(ours, Energy.from_kwh(float(last[column])).joules, rel_tol=1e-6)
     # the windows tile codecarbon's duration
     assert math.isclose(sum(r["window_s"] for r in cpu), float(last["duration"]), rel_tol=0.05)
+    # rows are exactly the store's EnergySample columns; the run's total is their sum
+    store = Store(f"sqlite:///{tmp_path / 'tally.db'}")
+    store.create_run("tiny", {}, run_id="run-cc")
+    store.add_energy("run-cc", rows)
+    (summary,) = store.run_summaries(["run-cc"])
+    assert math.isclose(summary["energy_joules"], sum(r["joules"] for r in rows), rel_tol=1e-9)
 
 
 def test_codecarbon_that_fails_to_start_is_reported(tmp_path):
