@@ -216,7 +216,7 @@ class MeterGroup:
     """The meters of one run, one per node. Calls never raise: a meter that does not answer
     becomes an error in `status()`."""
 
-    def __init__(self, run_id: str, actors: dict, errors: list[str], timeout_s: float = 60.0):
+    def __init__(self, run_id: str, actors: dict, errors: list[str], timeout_s: float = 30.0):
         self.run_id = run_id
         self.actors = actors  # node id -> MeterActor handle
         self.errors = errors
@@ -282,6 +282,10 @@ def start_node_meters(run_id: str, run_dir: str, node_ids: list[str], *,
         ).remote(run_dir, options)
     group = MeterGroup(run_id, actors, errors, timeout_s)
     group._status = group._call("start")
+    group.timeout_s = min(timeout_s, 30.0)  # polls later must not stall the driver for long
     for nid in [n for n in distinct if n not in group._status]:
-        actors.pop(nid)  # could not start: reported in errors, the rest keep metering
+        try:  # could not start: reported in errors, the other nodes keep metering
+            ray.kill(actors.pop(nid))
+        except Exception:  # noqa: BLE001
+            pass
     return group

@@ -219,6 +219,20 @@ def test_two_workers_on_one_node_get_one_meter(ray_local, tmp_path):
     assert group.poll() == []  # stopped and released
 
 
+def test_a_meter_that_cannot_start_does_not_stop_the_others(ray_local, tmp_path):
+    import ray
+
+    node, gone = ray.get_runtime_context().get_node_id(), "f" * 56  # a node that is not there
+    group = start_node_meters("run-gone", str(tmp_path), [node, gone], interval_s=0.5,
+                              gpu_uuids_by_node={node: []}, cpu=False, timeout_s=20)
+    try:
+        assert list(group.actors) == [node]
+        st = group.status()
+        assert list(st["nodes"]) == [node] and any(gone in e for e in st["errors"]), st
+    finally:
+        group.stop()
+
+
 def test_training_metrics_reach_ray(ray_local):
     from orchestrator.meter import report_training_metrics
 
