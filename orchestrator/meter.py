@@ -277,9 +277,12 @@ def start_node_meters(run_id: str, run_dir: str, node_ids: list[str], *,
                    "country_iso_code": country_iso_code, "pue": pue,
                    "intensity_kg_per_kwh": intensity_kg_per_kwh,
                    "gpu_uuids": (gpu_uuids_by_node or {}).get(nid)}
-        actors[nid] = MeterActor.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=nid, soft=False),
-        ).remote(run_dir, options)
+        try:
+            actors[nid] = MeterActor.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=nid, soft=False),
+            ).remote(run_dir, options)
+        except Exception as e:  # noqa: BLE001 - e.g. not a node id: reported, not raised
+            errors.append(f"meter on node {nid}: not placed: {type(e).__name__}: {e}")
     group = MeterGroup(run_id, actors, errors, timeout_s)
     group._status = group._call("start")
     group.timeout_s = min(timeout_s, 30.0)  # polls later must not stall the driver for long

@@ -222,7 +222,7 @@ def test_two_workers_on_one_node_get_one_meter(ray_local, tmp_path):
 def test_a_meter_that_cannot_start_does_not_stop_the_others(ray_local, tmp_path):
     import ray
 
-    node, gone = ray.get_runtime_context().get_node_id(), "f" * 56  # a node that is not there
+    node, gone = ray.get_runtime_context().get_node_id(), "ab" * 28  # a node that is not there
     group = start_node_meters("run-gone", str(tmp_path), [node, gone], interval_s=0.5,
                               gpu_uuids_by_node={node: []}, cpu=False, timeout_s=20)
     try:
