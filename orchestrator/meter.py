@@ -123,21 +123,24 @@ class NodeMeter:
                 next_t = time.monotonic() + self.interval_s
 
     def _tick(self, final: bool = False) -> None:
-        try:
-            t, now = time.monotonic(), _utcnow()
-            rows = []
+        t, now = time.monotonic(), _utcnow()
+        rows = []
+        try:  # each source on its own: one failing must not cost the other its window
             if self._gpu is not None:
                 rows += [sample(self.node, r.device, now, r.window_s, r.joules, r.source)
                          for r in self._gpu.read(t)]
+        except Exception as e:  # noqa: BLE001 - never into training
+            self._error(f"GPU sampling failed: {type(e).__name__}: {e}")
+        try:
             if self._cpu is not None:
                 readings = self._cpu.stop() if final else self._cpu.read()
                 rows += [sample(self.node, r.device, now - timedelta(seconds=r.ago_s),
                                 r.window_s, r.joules, r.source) for r in readings]
-            with self._lock:
-                self._buffer.extend(rows)
-            meter_metrics.report_energy(rows, self.run_id, self.co2_kg_per_joule)
-        except Exception as e:  # noqa: BLE001 - never into training
-            self._error(f"sampling failed: {type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001
+            self._error(f"CPU/RAM sampling failed: {type(e).__name__}: {e}")
+        with self._lock:
+            self._buffer.extend(rows)
+        meter_metrics.report_energy(rows, self.run_id, self.co2_kg_per_joule)
 
     def poll(self) -> list[dict]:
         """The samples gathered since the last poll (drained)."""

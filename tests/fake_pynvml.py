@@ -2,7 +2,7 @@
 
 Each fake GPU replays a recorded sequence of readings: `energy_mj` (what successive
 nvmlDeviceGetTotalEnergyConsumption calls return; None = the counter is not supported) and
-`power_mw` (successive nvmlDeviceGetPowerUsage calls). The last value repeats when a sequence
+`power_mw` (successive nvmlDeviceGetPowerUsage calls); an exception in `energy_mj` is raised. The last value repeats when a sequence
 runs out. Error classes mirror pynvml's: NVMLError(value) builds the matching subclass.
 """
 
@@ -86,6 +86,8 @@ def make_module(gpus: list[FakeGpu]) -> types.ModuleType:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         v = g._next(g.energy_mj, g.energy_calls)
         g.energy_calls += 1
+        if isinstance(v, Exception):  # a recorded failure (not an NVML error)
+            raise v
         return v
 
     def power(g):

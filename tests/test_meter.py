@@ -115,6 +115,20 @@ def test_node_meter_reports_power_fallback(monkeypatch, tmp_path):
     assert all(math.isclose(r["watts"], 400.0) for r in rows)
 
 
+def test_an_unexpected_failure_is_recorded_and_sampling_goes_on(monkeypatch, tmp_path):
+    energy = [0, 50_000, RuntimeError("driver gone"), *range(100_000, 10_000_000, 50_000)]
+    gpu = FakeGpu(UUIDS[0], energy_mj=energy)
+    fake_nvml(monkeypatch, [gpu])
+    meter = NodeMeter(str(tmp_path), interval_s=0.05, gpu_uuids=[UUIDS[0]], cpu=False)
+    meter.start()
+    time.sleep(0.4)
+    rows = meter.stop()
+    assert any("driver gone" in e for e in meter.status()["errors"])
+    assert len(rows) >= 3 and all(r["joules"] >= 0 for r in rows)
+    # nothing lost: the failed window is covered by the next one
+    assert math.isclose(sum(r["joules"] for r in rows), (gpu.energy_calls - 2) * 50.0)
+
+
 def test_requested_gpus_without_nvml_are_an_error_not_a_crash(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails, as with no driver
     meter = NodeMeter(str(tmp_path), interval_s=0.05, gpu_uuids=[UUIDS[0]], cpu=False)
