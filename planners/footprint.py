@@ -142,3 +142,15 @@ def footprint_of_gpu_hours(gpu_hours: float, *, gpu_power_w: float = LLAMA_GPU_P
     return footprint(it_energy_for_gpu_hours(gpu_hours, gpu_power_w), pue=pue,
                      intensity_kg_per_kwh=intensity_kg_per_kwh, gpu_hours=gpu_hours,
                      price_usd_per_gpu_hour=price_usd_per_gpu_hour)
+
+
+def project_total(energy_so_far: Energy, tokens_so_far: float, tokens_planned: float) -> Energy:
+    """carbontracker-style live projection: energy per token so far x tokens planned.
+    (Anthony et al. 2020 project from the first epochs; we project from the first steps.)"""
+    if not tokens_so_far > 0:
+        raise BadInput(f"tokens so far must be > 0 to project a run's energy, got {tokens_so_far}")
+    if not tokens_planned >= 0:
+        raise BadInput(f"tokens planned must be >= 0, got {tokens_planned}")
+    if energy_so_far.joules < 0:
+        raise BadInput(f"energy so far must be >= 0 J, got {energy_so_far.joules}")
+    return Energy(energy_so_far.joules / tokens_so_far * tokens_planned)
