@@ -581,7 +581,7 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
         params=preset.params, extra={"threads": plan.cpus_per_worker})
     meters = None
     if req.meter:
-        meters = _meters(run_id, run_dir, req, store)
+        meters = _meters(run_id, run_dir, req, assumptions)
     policy.requested_at = policy.clock.now()
     start = policy.start_at()
     if start is not None and start[0] > policy.clock.now():
@@ -639,6 +639,11 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
     if status == "budget-stopped":
         message = f"stopped at a checkpoint before the budget {policy.budget} was crossed " \
                   f"(spent {policy._spent}); resume with --resume {run_id} and a new budget"
+    if meters is not None:
+        st = meters.status()
+        store.add_event(run_id, "meter", **st)
+        for e in st["errors"]:
+            print(f"warning: energy metering: {e}", file=sys.stderr)
     savings = policy.savings()
     if savings:
         store.add_event(run_id, "carbon", **savings)
@@ -672,12 +677,46 @@ def _peak(req: TrainRequest, device: str) -> float | None:
     return get_gpu(req.gpu or "a100-80gb").peak_flops
 
 
-def _meters(run_id: str, run_dir: Path, req: TrainRequest, store: Store):
-    try:
-        from orchestrator.meter import MeterGroup
-    except ImportError:
-        return None
-    return MeterGroup(run_id, str(run_dir), interval_s=req.meter_interval_s)
+class NodeMeters:
+    """One energy meter per node, started when the node's first worker says hello (workers on
+    the same node share it; a restarted worker group finds its meter already running)."""
+
+    def __init__(self, run_id: str, run_dir: Path, interval_s: float, assumptions: dict):
+        from orchestrator.meter import check_interval
+
+        check_interval(interval_s)
+        self.run_id, self.run_dir, self.interval_s = run_id, run_dir, interval_s
+        self.assumptions = assumptions
+        self.groups: dict = {}
+
+    def add_node(self, node_id: str, gpu_uuids: list[str]) -> None:
+        from orchestrator.meter import start_node_meters
+
+        if node_id in self.groups:
+            return
+        self.groups[node_id] = start_node_meters(
+            self.run_id, str(self.run_dir), [node_id], interval_s=self.interval_s,
+            gpu_uuids_by_node={node_id: gpu_uuids} if gpu_uuids else None,
+            pue=self.assumptions["pue"],
+            intensity_kg_per_kwh=self.assumptions["intensity_kg_per_kwh"])
+
+    def poll(self) -> list[dict]:
+        return [row for g in list(self.groups.values()) for row in g.poll()]
+
+    def stop(self) -> list[dict]:
+        return [row for g in list(self.groups.values()) for row in g.stop()]
+
+    def status(self) -> dict:
+        nodes, errors = {}, []
+        for g in self.groups.values():
+            st = g.status()
+            nodes.update(st.get("nodes", {}))
+            errors += st.get("errors", [])
+        return {"nodes": nodes, "errors": errors}
+
+
+def _meters(run_id: str, run_dir: Path, req: TrainRequest, assumptions: dict) -> NodeMeters:
+    return NodeMeters(run_id, run_dir, req.meter_interval_s, assumptions)
 
 
 # -- entry points for the job queue and remote clusters ------------------------------------

@@ -269,6 +269,8 @@ def train_loop(config: dict) -> None:
         dt = time.perf_counter() - t0
         tokens_per_s = tokens_per_step / dt
         mfu = cfg.flops_per_token * tokens_per_s / (peak * world) if cfg.flops_per_token else None
+        if rank == 0:
+            _ray_metrics(loss_mean, tokens_per_s, mfu, cfg.run_id)
         reporter.send("step", step=step, tokens=step * tokens_per_step, loss=loss_mean, lr=lr,
                       grad_norm=float(norm), tokens_per_s=tokens_per_s, mfu=mfu,
                       memory_bytes=memory_bytes(device), time=time.time())
@@ -291,6 +293,16 @@ def train_loop(config: dict) -> None:
     # Release everything before Ray tears the process group down (avoids SIGABRT at exit).
     del model, optimizer
     gc.collect()
+
+
+def _ray_metrics(loss: float, tokens_per_s: float, mfu: float | None, run_id: str) -> None:
+    """Training gauges on the node's Prometheus endpoint (never fails the step)."""
+    try:
+        from orchestrator.meter import report_training_metrics
+
+        report_training_metrics(loss, tokens_per_s, mfu or 0.0, run_id)
+    except Exception:
+        pass
 
 
 def _visible_gpu_uuids() -> list[str]:
