@@ -29,13 +29,21 @@ def check_paths(**paths: str | None) -> None:
             _writable(path, "--" + flag.replace("_", "-"))
 
 
+def _open(p: Path, path: str, flag: str):
+    try:
+        return open(p, "w", newline="", encoding="utf-8")
+    except OSError as e:
+        raise BadInput(f"{flag} {path!r} cannot be written ({e.strerror or e}); give a file path "
+                       "in an existing, writable directory") from None
+
+
 def write_csv(path: str, rows: list[dict], flag: str = "--csv") -> str:
     """One line per row; nested values (dicts, lists) as JSON text."""
     p = _writable(path, flag)
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    with open(p, "w", newline="", encoding="utf-8") as f:
+    with _open(p, path, flag) as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
@@ -89,7 +97,7 @@ def emissions_row(r: dict) -> dict:
 def write_emissions_csv(path: str, rows: list[dict]) -> str:
     p = _writable(path, "--emissions-csv")
     cols = emissions_columns()
-    with open(p, "w", newline="", encoding="utf-8") as f:
+    with _open(p, path, "--emissions-csv") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:

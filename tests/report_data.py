@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from orchestrator.store import Store
 
-T0 = datetime(2026, 11, 20, 8, 0, 0)
+T0 = datetime(2025, 11, 20, 8, 0, 0)
 
 
 def cpu_run(store: Store, run_id: str = "tiny-cpu", start: datetime = T0, steps: int = 120,
