@@ -21,7 +21,9 @@ def sparkline(values: list[float | None], width: int = 60) -> str:
              (vals[i * len(vals) // n:(i + 1) * len(vals) // n] for i in range(n)) if chunk]
     lo, hi = min(cells), max(cells)
     span = hi - lo
-    return "".join(BARS[int((c - lo) / span * (len(BARS) - 1)) if span else 0] for c in cells)
+    if not span:
+        return BARS[3] * len(cells)  # a flat line, drawn mid-height
+    return "".join(BARS[int((c - lo) / span * (len(BARS) - 1))] for c in cells)
 
 
 def check_plot_path(path: str) -> Path:

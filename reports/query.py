@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select, tuple_
 
 from orchestrator.store import EnergySample, Run, Step, Store
 from planners.errors import BadInput
@@ -40,7 +40,6 @@ class RunData:
     last_energy_time: datetime | None = None
     # (source, kind) -> joules; kind is "gpu", "cpu", "ram" or the device name
     joules: dict[tuple[str, str], float] = field(default_factory=dict)
-    gpu_devices: int = 0
 
 
 _RELATIVE = re.compile(r"^\s*[0-9]*\.?[0-9]+\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
@@ -88,32 +87,50 @@ def select_runs(store: Store, filters: Filters) -> list[RunData]:
             return []
         data = {r.id: RunData(run=r) for r in runs}
         ids = list(data)
-        for rid, n, last, tokens, t0, t1 in s.execute(
-                select(Step.run_id, func.count(Step.id), func.max(Step.step), func.max(Step.tokens),
-                       func.min(Step.time), func.max(Step.time))
-                .where(Step.run_id.in_(ids)).group_by(Step.run_id)):
-            d = data[rid]
-            d.steps, d.last_step, d.tokens = n, last, tokens or 0
-            d.first_step_time, d.last_step_time = t0, t1
-        last = select(Step.run_id.label("rid"), func.max(Step.step).label("ms")) \
-            .where(Step.run_id.in_(ids)).group_by(Step.run_id).subquery()
-        for rid, loss in s.execute(select(Step.run_id, Step.loss).join(
-                last, (Step.run_id == last.c.rid) & (Step.step == last.c.ms))):
-            data[rid].final_loss = loss
-        kind = _kind()
-        for rid, source, k, joules, t0, t1, n_gpu in s.execute(
-                select(EnergySample.run_id, EnergySample.source, kind, func.sum(EnergySample.joules),
-                       func.min(EnergySample.time), func.max(EnergySample.time),
-                       func.count(EnergySample.device.distinct()))
-                .where(EnergySample.run_id.in_(ids))
-                .group_by(EnergySample.run_id, EnergySample.source, kind)):
-            d = data[rid]
-            d.joules[(source, k)] = float(joules or 0.0)
-            d.first_energy_time = min(filter(None, (d.first_energy_time, t0)), default=None)
-            d.last_energy_time = max(filter(None, (d.last_energy_time, t1)), default=None)
-            if k == "gpu":
-                d.gpu_devices = max(d.gpu_devices, n_gpu)
+        _step_aggregates(s, data, ids)
+        _energy_aggregates(s, data, ids)
     return list(data.values())
+
+
+def _step_aggregates(s, data: dict[str, RunData], ids: list[str]) -> None:  # noqa: ANN001
+    """Counts from the (run_id, step) index alone, then the first and last step rows by key:
+    tokens are cumulative, so the last row holds the tokens trained and the final loss."""
+    ends = {}
+    for rid, n, first, last in s.execute(
+            select(Step.run_id, func.count(), func.min(Step.step), func.max(Step.step))
+            .where(Step.run_id.in_(ids)).group_by(Step.run_id)):
+        data[rid].steps, data[rid].last_step = n, last
+        ends[rid] = (first, last)
+    if not ends:
+        return
+    keys = [(rid, st) for rid, pair in ends.items() for st in set(pair)]
+    for rid, st, tokens, loss, t in s.execute(
+            select(Step.run_id, Step.step, Step.tokens, Step.loss, Step.time)
+            .where(tuple_(Step.run_id, Step.step).in_(keys))):
+        d = data[rid]
+        if st == ends[rid][0]:
+            d.first_step_time = t
+        if st == ends[rid][1]:
+            d.last_step_time, d.tokens, d.final_loss = t, tokens or 0, loss
+
+
+def _energy_aggregates(s, data: dict[str, RunData], ids: list[str]) -> None:  # noqa: ANN001
+    """Joules per (source, device kind) per run. SQLite's GROUP BY sorts every row it groups;
+    the (source, kind) pairs are few, so find them first (DISTINCT keeps only the pairs) and then
+    sum one column per pair grouped by run_id alone, which the run_id index already orders."""
+    kind = _kind()
+    pairs = s.execute(select(EnergySample.source, kind).distinct()
+                      .where(EnergySample.run_id.in_(ids))).all()
+    if not pairs:
+        return
+    sums = [func.sum(case((and_(EnergySample.source == src, kind == k), EnergySample.joules)))
+            for src, k in pairs]
+    for rid, t0, t1, *joules in s.execute(
+            select(EnergySample.run_id, func.min(EnergySample.time), func.max(EnergySample.time),
+                   *sums).where(EnergySample.run_id.in_(ids)).group_by(EnergySample.run_id)):
+        d = data[rid]
+        d.first_energy_time, d.last_energy_time = t0, t1
+        d.joules = {pair: float(j) for pair, j in zip(pairs, joules) if j is not None}
 
 
 def known_presets(store: Store) -> set[str]:

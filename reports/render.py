@@ -16,7 +16,7 @@ def _n(x, fmt: str = ".4g") -> str:  # noqa: ANN001
 
 def _method(r: dict) -> str:
     if r["energy_method"] == "mixed":
-        return f"mixed, {r['measured_share']:.0%} measured"
+        return f"mixed, {r['measured_share']:.1%} measured"
     return r["energy_method"]
 
 
