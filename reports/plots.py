@@ -21,7 +21,7 @@ def sparkline(values: list[float | None], width: int = 60) -> str:
              (vals[i * len(vals) // n:(i + 1) * len(vals) // n] for i in range(n)) if chunk]
     lo, hi = min(cells), max(cells)
     span = hi - lo
-    if not span:
+    if span <= 1e-9 * max(abs(lo), abs(hi)):
         return BARS[3] * len(cells)  # a flat line, drawn mid-height
     return "".join(BARS[int((c - lo) / span * (len(BARS) - 1))] for c in cells)
 

@@ -20,6 +20,12 @@ def _method(r: dict) -> str:
     return r["energy_method"]
 
 
+def _devices(r: dict) -> str:
+    if r["gpus_per_worker"] and r["device"] == "cuda":
+        return f"{r['workers']}x{r['gpus_per_worker']} {r['gpu'] or 'GPU'}"
+    return f"{r['workers']}x CPU"
+
+
 def hms(seconds: float | None) -> str:
     if not seconds:
         return "0s"
@@ -89,7 +95,9 @@ def reference(c: Console, ref: list[dict], rows: list[dict]) -> None:
                   _n(r["tco2eq"], ".3g"), "", f"{r['tokens']:.3g}",
                   _n(r["kwh_per_million_tokens"]), _n(r["gco2eq_per_million_tokens"]))
     c.print(t)
-    c.print("tokens: " + "; ".join(f"{r['model']}: {r['tokens_source']}" for r in ref))
+    c.print("tokens trained, from:")
+    for r in ref:
+        c.print(f"  {r['model']}: {r['tokens_source']}")
 
 
 def methodology(c: Console, m: dict) -> None:
@@ -119,7 +127,7 @@ def cost(c: Console, doc: dict) -> None:
         t = _table(f"cost: {tot['runs']} run(s)", ["run", "model", "device", "duration", "GPU-h",
                                                      "$/GPU-h", "cost $", "$/Mtok", "price from"])
         for r in rows:
-            t.add_row(r["id"], r["model"], f"{r['workers']}x{r['gpus_per_worker']} {r['gpu'] or r['device']}",
+            t.add_row(r["id"], r["model"], _devices(r),
                       hms(r["duration_s"]), _n(r["gpu_hours"]), _n(r["price_usd_per_gpu_hour"], ".2f"),
                       _n(r["cost_usd"], ",.2f"), _n(r["cost_usd_per_million_tokens"]),
                       r["price_source"])

@@ -47,9 +47,9 @@ def gpu_run(store: Store, run_id: str = "1b-h100", start: datetime = T0 + timede
     tokens_planned = planned_steps * batch
     plan_id = None
     if with_plan:
-        # The plan: 8 GPUs, 2 s a step, 700 W each, PUE 1.1, 0.43 kg/kWh (us-central1).
+        # The plan: 8 GPUs, 5 s a step (44% MFU), 700 W each, PUE 1.1, 0.43 kg/kWh (us-central1).
         from planners import footprint as fp
-        gpu_hours = 8 * planned_steps * 2.0 / 3600
+        gpu_hours = 8 * planned_steps * 5.0 / 3600
         f = fp.footprint_of_gpu_hours(gpu_hours, gpu_power_w=700, pue=1.1,
                                       intensity_kg_per_kwh=0.43, price_usd_per_gpu_hour=2.0)
         plan_id = store.add_plan({"preset": "1b", "tokens": tokens_planned}, {
@@ -66,9 +66,9 @@ def gpu_run(store: Store, run_id: str = "1b-h100", start: datetime = T0 + timede
               "batch_tokens": batch}
     store.create_run("1b", config, run_id=run_id, status="running", plan_id=plan_id)
     store.update_run(run_id, started_at=start)
-    step_s = 2.2
+    step_s = 5.0  # 2M-token batches at 44% MFU on 8 H100s (model/presets.py flops_per_token)
     store.add_steps(run_id, [{"step": s, "tokens": s * batch, "loss": 8.0 * math.exp(-s / 60) + 2.5,
-                              "tokens_per_s": batch / step_s, "mfu": 0.38,
+                              "tokens_per_s": batch / step_s, "mfu": 0.44,
                               "time": start + timedelta(seconds=s * step_s)}
                              for s in range(1, steps + 1)])
     duration = steps * step_s
