@@ -139,7 +139,8 @@ def duration(d: RunData) -> tuple[float, str, datetime | None, datetime | None]:
     return max(0.0, wall - paused), basis, start, end
 
 
-def run_row(store: Store, d: RunData, ov: Overrides) -> dict:
+def run_row(store: Store, d: RunData, ov: Overrides, plans: dict | None = None) -> dict:
+    """One run's carbon row. `plans` (id -> Plan), when given, saves a query per run."""
     r, cfg = d.run, dict(d.run.config or {})
     seconds, basis, start, end = duration(d)
     workers = _int(cfg.get("workers"), 1)
@@ -186,7 +187,7 @@ def run_row(store: Store, d: RunData, ov: Overrides) -> dict:
         **fp.per_million_tokens(fp.Energy.from_kwh(f.facility_energy_kwh), f.tco2eq, d.tokens),
         "plan_id": r.plan_id,
     }
-    row["plan"] = plan_vs_actual(store, row) if r.plan_id else None
+    row["plan"] = plan_vs_actual(store, row, plans) if r.plan_id else None
     return row
 
 
@@ -204,12 +205,23 @@ def _gpu(name):  # noqa: ANN001
         return None
 
 
-def plan_vs_actual(store: Store, row: dict) -> dict | None:
+def plans_of(store: Store, runs: list[RunData]) -> dict:
+    from sqlalchemy import select
+
+    from orchestrator.store import Plan
+
+    ids = {d.run.plan_id for d in runs if d.run.plan_id}
+    if not ids:
+        return {}
+    with store.read() as s:
+        return {p.id: p for p in s.scalars(select(Plan).where(Plan.id.in_(ids)))}
+
+
+def plan_vs_actual(store: Store, row: dict, plans: dict | None = None) -> dict | None:
     """The plan option the run was launched from against what it used. A run that stopped
     before its planned tokens is compared with the plan scaled to the tokens it trained."""
-    try:
-        plan = store.get_plan(row["plan_id"])
-    except BadInput:
+    plan = (plans if plans is not None else plans_of_one(store, row["plan_id"])).get(row["plan_id"])
+    if plan is None:
         return {"plan_id": row["plan_id"], "note": "plan no longer in the store"}
     outputs = plan.outputs or {}
     options = outputs.get("options") or []
@@ -233,6 +245,13 @@ def plan_vs_actual(store: Store, row: dict) -> dict | None:
         out[f"measured_{key}"] = measured
         out[f"ratio_{key}"] = measured / predicted if predicted else None
     return out
+
+
+def plans_of_one(store: Store, plan_id: str) -> dict:
+    try:
+        return {plan_id: store.get_plan(plan_id)}
+    except BadInput:
+        return {}
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -281,7 +300,9 @@ def carbon_report(store: Store, *, run_ids: list[str] | None = None, since: str 
     if reference is not None and reference.strip().lower() != "llama":
         raise BadInput(f"--reference {reference!r} is not known; the one reference is 'llama' "
                        "(LLaMA Table 15)")
-    rows = [run_row(store, d, ov) for d in select_runs(store, make_filters(store, run_ids, since, preset))]
+    runs = select_runs(store, make_filters(store, run_ids, since, preset))
+    plans = plans_of(store, runs)
+    rows = [run_row(store, d, ov, plans) for d in runs]
     return {"runs": rows, "totals": totals_of(rows),
             "reference": llama_reference() if reference else [],
             "methodology": methodology(ov, rows, bool(reference))}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from planners import footprint as fp
 from planners.errors import BadInput
 from orchestrator.store import Store
-from reports.carbon import Overrides, make_filters, run_row, totals_of
+from reports.carbon import Overrides, make_filters, plans_of, run_row, totals_of
 from reports.query import select_runs
 
 
@@ -38,8 +38,9 @@ def cost_report(store: Store, *, run_ids: list[str] | None = None, since: str | 
         raise BadInput(f"--price must be >= 0 $/GPU-hour, got {price}")
     runs = select_runs(store, make_filters(store, run_ids, since, preset))
     rows = []
+    plans = plans_of(store, runs)
     for d in runs:
-        c = run_row(store, d, Overrides())
+        c = run_row(store, d, Overrides(), plans)
         p, source = price_for(c, dict(d.run.config or {}), price)
         cost = fp.cost_usd(c["gpu_hours"], p) if p is not None else (0.0 if c["gpu_hours"] == 0 else None)
         rows.append({k: c[k] for k in ("id", "name", "model", "preset", "status", "device", "gpu",

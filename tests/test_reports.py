@@ -273,3 +273,17 @@ def test_store_only_sees_what_it_was_given(tmp_path):
     assert [r["id"] for r in carbon_report(a)["runs"]] == ["small-est"]
     b = Store(f"sqlite:///{tmp_path / 'b.db'}")
     assert carbon_report(b)["runs"] == []
+
+
+def test_plan_without_chosen_uses_its_first_option_and_running_runs_end_at_their_last_record(
+        store, run_cli):
+    plan_id = store.add_plan({"preset": "tiny"}, {"options": [
+        {"label": "a", "energy_mwh": 1e-6, "tco2eq": 2e-8, "gpu_hours": 0, "tokens": 1000},
+        {"label": "b", "energy_mwh": 5.0, "tco2eq": 2.0, "gpu_hours": 9, "tokens": 1000}]})
+    cpu_run(store, "planned")
+    store.update_run("planned", plan_id=plan_id, ended_at=None, status="running")
+    r = run_cli("report", "carbon", "--json").json()["runs"][0]
+    assert r["plan"]["option"] == "a" and r["plan"]["scale"] == 1.0  # trained more than planned
+    assert r["plan"]["ratio_energy_mwh"] == pytest.approx(r["energy_mwh"] / 1e-6)
+    # no ended_at yet: the last step (60 s) or energy sample (60 s) ends it
+    assert r["duration_s"] == pytest.approx(60.0) and r["duration_basis"] == "started_at..last record"
