@@ -434,6 +434,76 @@ def render_train(c: Console, result: dict) -> None:
 
 
 # --- report (issue 7) -----------------------------------------------------------------------
+report_app = typer.Typer(help="Carbon, cost and per-run reports.", no_args_is_help=True,
+                         rich_markup_mode=None)
+app.add_typer(report_app, name="report")
+RunsOpt = Annotated[Optional[list[str]], typer.Option("--run", help="Only this run id (repeatable).")]
+SinceOpt = Annotated[Optional[str], typer.Option(help="Runs started since an ISO date/time or an age: 2026-11-01, 7d, 12h.")]
+PresetOpt = Annotated[Optional[str], typer.Option(help="Only runs of this preset.")]
+CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="Also write the per-run rows to this CSV file.")]
+
+
+@report_app.command("carbon")
+def report_carbon(
+    ctx: typer.Context, json_: JsonOpt = False, run: RunsOpt = None, since: SinceOpt = None,
+    preset: PresetOpt = None,
+    pue: Annotated[Optional[float], typer.Option(help="Override every run's PUE (LLaMA: 1.1).")] = None,
+    intensity: Annotated[Optional[float], typer.Option(help="Override the grid intensity, kg CO2eq/kWh (LLaMA: 0.385).")] = None,
+    region: Annotated[Optional[str], typer.Option(help="Override the grid intensity by region: gcp:europe-west9, FRA, us:iowa.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Add a published reference: llama (Table 15).")] = None,
+    csv: CsvOpt = None,
+    emissions_csv: Annotated[Optional[str], typer.Option("--emissions-csv", help="Write the runs in codecarbon's emissions.csv columns.")] = None,
+):
+    """Energy (measured or estimated), MWh and tCO2eq per run and in total."""
+    from reports import export, render
+    from reports.carbon import Overrides, carbon_report
+
+    export.check_paths(csv=csv, emissions_csv=emissions_csv)
+    doc = carbon_report(store_of(ctx), run_ids=run, since=since, preset=preset, reference=reference,
+                        overrides=Overrides(pue=pue, intensity_kg_per_kwh=intensity, region=region))
+    if csv:
+        export.write_csv(csv, doc["runs"])
+    if emissions_csv:
+        export.write_emissions_csv(emissions_csv, doc["runs"])
+    emit(ctx, doc, lambda c: render.carbon(c, doc), json_)
+
+
+@report_app.command("cost")
+def report_cost(
+    ctx: typer.Context, json_: JsonOpt = False, run: RunsOpt = None, since: SinceOpt = None,
+    preset: PresetOpt = None,
+    price: Annotated[Optional[float], typer.Option(help="Price in $ per GPU-hour for every run (default: run config, else the GPU catalogue).")] = None,
+    csv: CsvOpt = None,
+):
+    """GPU-hours x price per GPU-hour, per run and in total."""
+    from reports import export, render
+    from reports.cost import cost_report
+
+    export.check_paths(csv=csv)
+    doc = cost_report(store_of(ctx), run_ids=run, since=since, preset=preset, price=price)
+    if csv:
+        export.write_csv(csv, doc["runs"])
+    emit(ctx, doc, lambda c: render.cost(c, doc), json_)
+
+
+@report_app.command("run")
+def report_run(
+    ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="A run id from `runs`.")],
+    json_: JsonOpt = False,
+    plot: Annotated[Optional[str], typer.Option(help="Write loss, tokens/s and power over time to this PNG.")] = None,
+    pue: Annotated[Optional[float], typer.Option(help="Override the run's PUE.")] = None,
+    intensity: Annotated[Optional[float], typer.Option(help="Override the grid intensity, kg CO2eq/kWh.")] = None,
+    region: Annotated[Optional[str], typer.Option(help="Override the grid intensity by region.")] = None,
+):
+    """One run: summary, footprint, loss / tokens-per-s / power over time (terminal and PNG)."""
+    from reports import render
+    from reports.carbon import Overrides
+    from reports.run_report import run_report
+
+    doc = run_report(store_of(ctx), run_id, plot=plot,
+                     overrides=Overrides(pue=pue, intensity_kg_per_kwh=intensity, region=region))
+    emit(ctx, doc, lambda c: render.run(c, doc), json_)
+
 
 
 # --- cluster, dashboard (issue 8) -----------------------------------------------------------

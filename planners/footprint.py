@@ -154,3 +154,23 @@ def project_total(energy_so_far: Energy, tokens_so_far: float, tokens_planned: f
     if energy_so_far.joules < 0:
         raise BadInput(f"energy so far must be >= 0 J, got {energy_so_far.joules}")
     return Energy(energy_so_far.joules / tokens_so_far * tokens_planned)
+
+
+# -- measured runs (reports) ------------------------------------------------------------------
+def device_hours(workers: int, devices_per_worker: int, duration_s: float) -> float:
+    """Devices held x wall time: workers x GPUs per worker x duration (GPU-hours on GPU runs)."""
+    return max(0, int(workers)) * max(0, int(devices_per_worker)) * max(0.0, duration_s) / 3600.0
+
+
+def average_power_w(energy: Energy, duration_s: float) -> float:
+    return energy.joules / duration_s if duration_s > 0 else 0.0
+
+
+def per_million_tokens(facility: Energy, tco2eq_: float, tokens: float) -> dict:
+    """Normalise by tokens trained, so a tiny run and a 65B run compare: facility kWh and
+    g CO2eq per million tokens (None without tokens)."""
+    if not tokens or tokens <= 0:
+        return {"kwh_per_million_tokens": None, "gco2eq_per_million_tokens": None}
+    millions = tokens / 1e6
+    return {"kwh_per_million_tokens": facility.kwh / millions,
+            "gco2eq_per_million_tokens": tco2eq_ * 1e6 / millions}

@@ -11,12 +11,26 @@ def list_runs(store: Store, status: str | None = None, run_ids: list[str] | None
     rows = store.run_summaries(run_ids)
     if status is not None:
         rows = [r for r in rows if r["status"] == status]
-    return [_with_footprint(r) for r in rows]
+    with store.read() as s:
+        configs = dict(s.execute(select(Run.id, Run.config)
+                                 .where(Run.id.in_([r["id"] for r in rows]))).all()) if rows else {}
+    return [_with_footprint(r, configs.get(r["id"]) or {}) for r in rows]
 
 
-def _with_footprint(row: dict) -> dict:
+def _with_footprint(row: dict, config: dict) -> dict:
+    """IT energy in kWh, and tCO2eq under the run's own PUE and grid intensity (LLaMA's 1.1 and
+    0.385 where its config has none), through planners/footprint.py as `report carbon` does."""
+    from planners import footprint as fp
+    from reports.carbon import Overrides, assumptions_for
+
     row = dict(row)
-    row["energy_kwh"] = row["energy_joules"] / 3.6e6
+    a = assumptions_for(config, Overrides())
+    f = fp.footprint(fp.Energy(row["energy_joules"]), pue=a["pue"],
+                     intensity_kg_per_kwh=a["intensity_kg_per_kwh"])
+    row["energy_kwh"] = f.it_energy_kwh
+    row["tco2eq"] = f.tco2eq
+    row["pue"] = a["pue"]
+    row["intensity_kg_per_kwh"] = a["intensity_kg_per_kwh"]
     return row
 
 
