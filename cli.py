@@ -659,15 +659,27 @@ def schedule_add(
     max_usd: Annotated[Optional[float], typer.Option("--max-usd", help="Budget in dollars.")] = None,
     max_tco2: Annotated[Optional[float], typer.Option("--max-tco2", help="Budget in tCO2eq.")] = None,
     max_mwh: Annotated[Optional[float], typer.Option("--max-mwh", help="Budget in MWh.")] = None,
+    workers: Annotated[int, typer.Option(help="Training workers.")] = 1,
+    max_steps: Annotated[Optional[str], typer.Option(help="Optimiser steps to train.")] = None,
+    batch_tokens: Annotated[Optional[str], typer.Option(help="Global batch in tokens.")] = None,
+    data: Annotated[str, typer.Option(help="Prepared dataset name or path.")] = "demo",
     json_: JsonOpt = False,
 ):
     """Queue a training job."""
     from orchestrator.jobqueue import add_job
+    from planners.units import parse_int_count
 
+    if workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {workers}")
+    train = {"workers": workers, "data": data, "meter": True, "dashboard": False}
+    if max_steps:
+        train["max_steps"] = parse_int_count(max_steps, "--max-steps")
+    if batch_tokens:
+        train["batch_tokens"] = parse_int_count(batch_tokens, "--batch-tokens")
     job = add_job(store_of(ctx), preset, priority=priority, deadline=deadline, policy=policy,
                   forecast=forecast, threshold_g_per_kwh=threshold, hours=hours,
                   energy_mwh=energy_mwh, cost_usd=cost_usd, max_usd=max_usd, max_tco2=max_tco2,
-                  max_mwh=max_mwh)
+                  max_mwh=max_mwh, train=train)
     emit(ctx, job, lambda c: c.print(f"queued {job['id']} (priority {job['priority']}, "
                                      f"policy {job['options']['policy']}, deadline "
                                      f"{job['options']['deadline'] or 'none'})"), json_)

@@ -40,7 +40,8 @@ def add_job(store: Store, preset: str, *, priority: int = 0, deadline: str | Non
             threshold_g_per_kwh: float | None = None, hours: float | None = None,
             energy_mwh: float | None = None, cost_usd: float | None = None,
             max_usd: float | None = None, max_tco2: float | None = None,
-            max_mwh: float | None = None, now: datetime | None = None) -> dict:
+            max_mwh: float | None = None, now: datetime | None = None,
+            train: dict | None = None) -> dict:
     """Validate and queue a job. `deadline`: ISO time or a duration from now ('48h')."""
     from model.presets import UnknownPreset, get_preset
 
@@ -78,7 +79,7 @@ def add_job(store: Store, preset: str, *, priority: int = 0, deadline: str | Non
     options = {"deadline": iso(end), "policy": policy, "forecast": forecast,
                "threshold_g_per_kwh": threshold_g_per_kwh, "hours": hours,
                "energy_mwh": energy_mwh, "cost_usd": cost_usd, "max_usd": max_usd,
-               "max_tco2": max_tco2, "max_mwh": max_mwh}
+               "max_tco2": max_tco2, "max_mwh": max_mwh, "train": dict(train or {})}
     check_budget(_projection(options), max_usd, max_tco2, max_mwh)  # refuse now if over
     job = Job(id=new_id(f"job-{preset}-"), priority=int(priority), status="queued", preset=preset,
               options=options)
