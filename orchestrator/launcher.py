@@ -350,6 +350,9 @@ class Driver:
             if self.meters is not None:
                 self.meters.add_node(m["node_id"], m.get("gpu_uuids") or [])
         elif kind == "resumed":
+            if self.policy is not None and self.policy.guard is not None:
+                # time per step is measured from here: worker start-up is not training time
+                self.policy.guard.started(self.policy.clock.now(), m["step"])
             removed = self.store.delete_steps_after(self.run_id, m["step"])
             if m["step"] > 0 or removed:
                 self.store.add_event(self.run_id, "resume", step=m["step"], path=m.get("path"),
@@ -605,8 +608,6 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
                 run_config=RunConfig(name=run_id, storage_path=str(Path(storage).absolute()),
                                      failure_config=FailureConfig(max_failures=req.max_failures)))
             began = policy.clock.now()
-            if policy.guard is not None:
-                policy.guard.started(began, driver.last.get("step", 0) if driver.last else 0)
             trainer.fit()
             driver.poll_once()
             policy.segments.append((began, policy.clock.now()))

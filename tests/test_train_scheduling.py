@@ -26,25 +26,27 @@ def _events(home: Path, run_id: str, kind: str) -> list[dict]:
 
 
 def _forecast(tmp_path: Path) -> Path:
-    """Clean (100 g) for an hour, dirty (500 g) for two, clean again: a threshold of 300 g
-    pauses a run that is running at hour 1 until hour 3."""
+    """Half-hourly: clean (100 g) until 00:30, dirty (500 g) until 01:30, clean again. A
+    threshold of 300 g pauses a run that is training after 00:30 until 01:30."""
     rows = ["time,zone,g_per_kwh"]
-    for h in range(12):
-        g = 500 if h in (1, 2) else 100
-        rows.append(f"2026-11-20T{h:02d}:00:00Z,DE,{g}")
+    for half in range(24):
+        g = 500 if half in (1, 2) else 100
+        rows.append(f"2026-11-20T{half // 2:02d}:{30 * (half % 2):02d}:00Z,DE,{g}")
     path = tmp_path / "forecast.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
 
 
 def test_threshold_pause_and_resume_equals_an_unpaused_run(tcli, train_home, tmp_path):
-    common = ["--workers", "2", "--max-steps", "10", "--checkpoint-every", "5", "--seed", "7"]
+    # at 120x, worker start-up (10-40 s here) lands the first steps in or before the dirty
+    # hour; the pause then lasts until 01:30 (at most 45 s of real time)
+    common = ["--workers", "2", "--max-steps", "24", "--checkpoint-every", "8", "--seed", "7"]
     plain = tcli("train", "tiny", *FAST, *common, "--json")
     assert plain.code == 0, plain.stderr
     paused = tcli("train", "tiny", *FAST, *common, "--carbon-aware", "--policy", "threshold",
-                  "--threshold", "300", "--forecast", str(_forecast(tmp_path)), "--hours", "2",
-                  "--deadline", "10h", "--sim-start", "2026-11-20T00:55:00Z",
-                  "--sim-speed", "600", "--json")
+                  "--threshold", "300", "--forecast", str(_forecast(tmp_path)), "--hours", "1",
+                  "--deadline", "11h", "--sim-start", "2026-11-20T00:00:00Z",
+                  "--sim-speed", "120", "--json")
     assert paused.code == 0, paused.stderr
     run = paused.json()
     assert run["status"] == "completed"
@@ -52,7 +54,7 @@ def test_threshold_pause_and_resume_equals_an_unpaused_run(tcli, train_home, tmp
     assert pauses, "the dirty hours should have paused the run"
     assert run["paused_s"] > 0
     a, b = _losses(train_home, plain.json()["id"]), _losses(train_home, run["id"])
-    assert [s for s, _ in b] == list(range(1, 11))  # unbroken, no duplicate
+    assert [s for s, _ in b] == list(range(1, 25))  # unbroken, no duplicate
     assert [la for _, la in a] == pytest.approx([lb for _, lb in b], rel=1e-6)
     va = _events(train_home, plain.json()["id"], "eval")[-1]["val_loss"]
     vb = _events(train_home, run["id"], "eval")[-1]["val_loss"]
