@@ -284,6 +284,7 @@ class Driver:
         self.store, self.run_id, self.channel, self.plan = store, run_id, channel, plan
         self.run_dir, self.progress, self.events, self.meters = run_dir, progress, events, meters
         self.policy, self.commanded, self.t0 = policy, None, time.monotonic()
+        self.commanded_at, self.commanded_kg_per_kwh = None, None
         self.lock = threading.Lock()  # the poller thread and the main thread both poll
         self.stop = threading.Event()
         self.last: dict = {}
@@ -340,7 +341,8 @@ class Driver:
             cmd = self.policy.command(self.last["step"], self.energy_joules,
                                       time.monotonic() - self.t0)
             if cmd:
-                self.commanded = cmd
+                self.commanded, self.commanded_at = cmd, self.policy.clock.now()
+                self.commanded_kg_per_kwh = self.policy.intensity_now()
                 self.channel.set_command.remote(cmd)
         if self.progress and self.last:
             self.progress({**self.last, "energy_joules": self.energy_joules})
@@ -619,11 +621,14 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
             step = driver.done["step"]
             resume = policy.resume_at(step) or policy.clock.now()
             store.update_run(run_id, status="paused")
-            store.add_event(run_id, "pause", step=step, until=resume.isoformat(),
-                            intensity_kg_per_kwh=policy.intensity_now())
+            store.add_event(run_id, "pause", step=step, decided_at=driver.commanded_at.isoformat(),
+                            until=resume.isoformat(),
+                            intensity_kg_per_kwh=driver.commanded_kg_per_kwh)
             if events:
                 events({"type": "status", "status": "paused", "until": resume.isoformat()})
-            paused = policy.clock.sleep_until(resume)
+            policy.clock.sleep_until(resume)
+            # paused from the decision (the workers checkpoint and stop) to the restart
+            paused = (policy.clock.now() - driver.commanded_at).total_seconds()
             store.update_run(run_id, status="running",
                              paused_s=store.get_run(run_id).paused_s + paused)
             store.add_event(run_id, "resume-after-pause", step=step,

@@ -26,11 +26,11 @@ def _events(home: Path, run_id: str, kind: str) -> list[dict]:
 
 
 def _forecast(tmp_path: Path) -> Path:
-    """Half-hourly: clean (100 g) until 00:30, dirty (500 g) until 01:30, clean again. A
-    threshold of 300 g pauses a run that is training after 00:30 until 01:30."""
+    """Half-hourly: clean (100 g) until 00:30, dirty (500 g) until 02:30, clean again. A
+    threshold of 300 g pauses a run that is training after 00:30 until 02:30."""
     rows = ["time,zone,g_per_kwh"]
     for half in range(24):
-        g = 500 if half in (1, 2) else 100
+        g = 500 if 1 <= half <= 4 else 100
         rows.append(f"2026-11-20T{half // 2:02d}:{30 * (half % 2):02d}:00Z,DE,{g}")
     path = tmp_path / "forecast.csv"
     path.write_text("\n".join(rows) + "\n")
@@ -39,7 +39,7 @@ def _forecast(tmp_path: Path) -> Path:
 
 def test_threshold_pause_and_resume_equals_an_unpaused_run(tcli, train_home, tmp_path):
     # at 120x, worker start-up (10-40 s here) lands the first steps in or before the dirty
-    # hour; the pause then lasts until 01:30 (at most 45 s of real time)
+    # hours; the pause then lasts until 02:30 (at most 60 s of real time)
     common = ["--workers", "2", "--max-steps", "24", "--checkpoint-every", "8", "--seed", "7"]
     plain = tcli("train", "tiny", *FAST, *common, "--json")
     assert plain.code == 0, plain.stderr
