@@ -250,6 +250,7 @@ def fit_cmd(
     level: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.9,
     show: Annotated[bool, typer.Option("--show", help="Show the stored fit NAME; fit nothing.")] = False,
     plot: Annotated[Optional[str], typer.Option(help="Also write a PNG of the IsoFLOP curves and the fit.")] = None,
+    holdout: Annotated[Optional[str], typer.Option(help="Run ids to leave out of the fit and predict (comma-separated).")] = None,
     json_: JsonOpt = False,
 ):
     """Fit L(N,D) = E + A/N^alpha + B/D^beta to runs' validation losses (Chinchilla's method)."""
@@ -260,7 +261,9 @@ def fit_cmd(
         rec = load_fit(store, name)
     else:
         run_ids = [r.strip() for r in runs.split(",") if r.strip()] if runs is not None else None
-        rec = fit_runs(store, name, run_ids=run_ids, sweep_id=sweep, bootstrap=bootstrap, level=level)
+        held = [r.strip() for r in holdout.split(",") if r.strip()] if holdout else None
+        rec = fit_runs(store, name, run_ids=run_ids, sweep_id=sweep, bootstrap=bootstrap,
+                       level=level, holdout=held)
     if plot:
         from reports.scaling_plot import plot_fit
 
@@ -290,6 +293,14 @@ def render_fit(c: Console, rec: dict) -> None:
         r.add_row(str(x["run_id"]), f"{x['params']:,.0f}", f"{x['tokens']:,.0f}", f"{x['loss']:.4f}",
                   f"{x['predicted']:.4f}", f"{x['residual']:+.4f}", f"{x['residual_pct']:+.2f}")
     c.print(r)
+    if d.get("holdout"):
+        h = Table(title="held-out runs (not fitted): loss - predicted")
+        for col in ("run", "params", "tokens", "loss", "predicted", "error", "%"):
+            h.add_column(col, justify="left" if col == "run" else "right")
+        for x in d["holdout"]:
+            h.add_row(str(x["run_id"]), f"{x['params']:,.0f}", f"{x['tokens']:,.0f}", f"{x['loss']:.4f}",
+                      f"{x['predicted']:.4f}", f"{x['error']:+.4f}", f"{x['error_pct']:+.2f}")
+        c.print(h)
     for note in d.get("notes", []):
         c.print(f"note: {note}")
     c.print(f"method: {d.get('method', '')}")

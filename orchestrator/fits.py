@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from orchestrator.store import Fit, Run, RunEvent, Store, utcnow
 from planners.errors import BadInput
-from planners.fitting import KEYS, FitResult, Point, fit_points
+from planners.fitting import KEYS, FitResult, Point, fit_points, predict
 
 KEEP_BOOTSTRAP = 200  # bootstrap constant sets kept with a fit (for interval_laws)
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -84,14 +84,35 @@ def points_from_runs(store: Store, run_ids: list[str] | None = None,
 
 def fit_runs(store: Store, name: str, run_ids: list[str] | None = None,
              sweep_id: str | None = None, bootstrap: int = 200, level: float = 0.9,
-             seed: int = 0) -> dict:
+             seed: int = 0, holdout: list[str] | None = None) -> dict:
     """Fit the law to the runs' losses, store it under `name` (replacing one of that name) and
-    return the stored record (see `fit_record`)."""
+    return the stored record (see `load_fit`). Runs named in `holdout` are left out of the fit
+    and their losses compared with its predictions (details["holdout"])."""
     check_name(name)
     points = points_from_runs(store, run_ids, sweep_id)
+    held = []
+    if holdout:
+        known = {p.run_id for p in points}
+        unknown = [h for h in holdout if h not in known]
+        if unknown:
+            raise BadInput(f"--holdout run {unknown[0]!r} is not among the runs being fitted; "
+                           "hold out runs of the same --runs/--sweep")
+        held = [p for p in points if p.run_id in holdout]
+        points = [p for p in points if p.run_id not in holdout]
     result = fit_points(points, bootstrap=bootstrap, level=level, seed=seed)
-    replaced = save_fit(store, name, result, source={"runs": run_ids, "sweep": sweep_id})
+    source = {"runs": run_ids, "sweep": sweep_id, "holdout": holdout or []}
+    replaced = save_fit(store, name, result, source=source, holdout=holdout_errors(result, held))
     return {**load_fit(store, name), "replaced": replaced}
+
+
+def holdout_errors(result: FitResult, held: list[Point]) -> list[dict]:
+    """Held-out runs: their loss against the fit's prediction."""
+    rows = []
+    for p in held:
+        y = float(predict(result.constants, p.params, p.tokens))
+        rows.append({"run_id": p.run_id, "params": p.params, "tokens": p.tokens, "loss": p.loss,
+                     "predicted": y, "error": p.loss - y, "error_pct": 100 * (p.loss - y) / y})
+    return rows
 
 
 def check_name(name: str) -> None:
@@ -99,7 +120,8 @@ def check_name(name: str) -> None:
         raise BadInput(f"fit name {name!r} must be 1-64 letters, digits, '-', '_' or '.'")
 
 
-def save_fit(store: Store, name: str, result: FitResult, source: dict | None = None) -> bool:
+def save_fit(store: Store, name: str, result: FitResult, source: dict | None = None,
+             holdout: list[dict] | None = None) -> bool:
     """Store `result` under `name`; True when it replaced an earlier fit of that name."""
     check_name(name)
     details = {
@@ -110,7 +132,7 @@ def save_fit(store: Store, name: str, result: FitResult, source: dict | None = N
         "n_runs": result.n_runs, "converged": result.converged, "notes": result.notes,
         "method": "Chinchilla appendix D.2: Huber(delta=1e-3) on log loss, L-BFGS-B from the "
                   f"best {result.starts} points of the 4,500-point grid",
-        "source": source or {},
+        "source": source or {}, "holdout": holdout or [],
     }
     constants = {k: float(result.constants[k]) for k in KEYS}
     with store.write() as s:

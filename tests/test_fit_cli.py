@@ -134,6 +134,19 @@ def test_fit_by_run_ids_and_final_val_loss_takes_newest_eval(home, run_cli):
     assert r.json()["details"]["run_ids"] == ids[1:]
 
 
+def test_fit_holdout_predicts_left_out_runs(home, run_cli):
+    ids = _record_runs(_store(), "sweep-h", noise=0.002)
+    r = run_cli("fit", "h", "--runs", ",".join(ids), "--holdout", f"{ids[2]},{ids[6]}",
+                "--bootstrap", "0", "--json")
+    assert r.code == 0, r.stderr
+    d = r.json()["details"]
+    assert d["n_runs"] == len(ids) - 2 and ids[2] not in d["run_ids"]
+    assert [x["run_id"] for x in d["holdout"]] == [ids[2], ids[6]]
+    assert all(abs(x["error_pct"]) < 3 for x in d["holdout"])
+    assert_bad_input(run_cli("fit", "h", "--runs", ",".join(ids[1:]), "--holdout", ids[0]),
+                     "--holdout run")
+
+
 def test_fit_bad_input(home, run_cli):
     store = _store()
     assert_bad_input(run_cli("fit", "nope", "--show"), "no fit named 'nope'", "none yet")
