@@ -74,7 +74,8 @@ def isoflop_ladder(budgets: list[float], sizes: int, *, vocab_size: int = 8192, 
     """For each budget C: `sizes` model sizes spaced evenly in log N from N*/spread to
     N*·spread around the prior optimum N* = sqrt(C / (6·tokens_per_param)) (Chinchilla's ~20
     tokens per parameter), each snapped to the nearest shape and given D = C/(6N) tokens rounded
-    to whole steps of `batch_tokens`. Sizes that snap to the same shape are kept once."""
+    to whole steps of `batch_tokens`. Each size is the nearest shape larger than the previous
+    one, so a budget gets `sizes` distinct models (fewer only past the largest shape)."""
     if not budgets:
         raise BadInput("--budgets is empty; give compute budgets in FLOPs, e.g. 1e13,3e13,1e14")
     if len(set(budgets)) != len(budgets):
@@ -86,7 +87,6 @@ def isoflop_ladder(budgets: list[float], sizes: int, *, vocab_size: int = 8192, 
     if batch_tokens % seq_len:
         raise BadInput(f"batch_tokens {batch_tokens} must be a multiple of seq_len {seq_len}")
     points: list[LadderPoint] = []
-    smallest = param_count(shapes(vocab_size, seq_len)[0])
     for budget in sorted(budgets):
         if not (math.isfinite(budget) and budget > 0):
             raise BadInput(f"budget {budget!r} must be a positive number of FLOPs, e.g. 1e13")
@@ -96,22 +96,26 @@ def isoflop_ladder(budgets: list[float], sizes: int, *, vocab_size: int = 8192, 
         else:
             lo, hi = math.log(n_star / spread), math.log(n_star * spread)
             targets = [math.exp(lo + (hi - lo) * i / (sizes - 1)) for i in range(sizes)]
-        seen: set[ModelArgs] = set()
+        family = shapes(vocab_size, seq_len)
+        prev = -1
         for target in targets:
-            args = nearest_shape(target, vocab_size, seq_len)
-            if args in seen:
-                continue
-            seen.add(args)
+            # nearest shape, but always larger than the previous rung: sizes stay distinct, and a
+            # ladder whose low end falls below the smallest shape shifts up instead of shrinking
+            i = min(range(len(family)), key=lambda j: abs(math.log(param_count(family[j]) / target)))
+            i = max(i, prev + 1)
+            if i >= len(family):
+                break
+            prev, args = i, family[i]
             n = param_count(args)
             steps = max(1, round(budget / (6.0 * n) / batch_tokens))
             notes = []
-            if target < smallest / 1.5:
-                notes.append(f"asked for {target:.3g} params, below the smallest shape ({smallest:,})")
+            if n > 1.5 * target:
+                notes.append(f"asked for {target:.3g} params; the nearest free shape has {n:,}")
             if steps < min_steps:
                 notes.append(f"only {steps} steps: the budget is too small for this size")
             points.append(LadderPoint(budget_flops=float(budget), params=n,
                                       tokens=steps * batch_tokens, args=args,
-                                      size_index=len(seen) - 1, steps=steps,
-                                      batch_tokens=batch_tokens, seq_len=seq_len,
+                                      size_index=len([q for q in points if q.budget_flops == budget]),
+                                      steps=steps, batch_tokens=batch_tokens, seq_len=seq_len,
                                       target_params=target, notes=tuple(notes)))
     return points

@@ -80,7 +80,7 @@ def test_sweep_trains_only_what_is_left_through_train_run(home, run_cli, monkeyp
     store = _store()
     ladder = isoflop_ladder([1e13, 3e13, 1e14], 4)
     done = [i for i, p in zip(_record_runs(store, sid), ladder) if p.budget_flops == 1e13]
-    assert len(done) == 3  # the first budget's ladder (3 distinct sizes) already finished
+    assert len(done) == 4  # the first budget's ladder already finished
     with store.write() as s:  # ...but pretend the rest never happened
         from orchestrator.store import Run
         for run in s.query(Run).all():
@@ -89,11 +89,11 @@ def test_sweep_trains_only_what_is_left_through_train_run(home, run_cli, monkeyp
     r = run_cli("sweep", "--budgets", BUDGETS, "--sizes", "4", "--json")
     assert r.code == 0, r.stderr
     out = r.json()
-    assert len(calls) == len(out["points"]) - 3
-    assert [p["status"] for p in out["points"]] == ["done"] * 3 + ["trained"] * len(calls)
+    assert len(calls) == len(out["points"]) - 4 == 8
+    assert [p["status"] for p in out["points"]] == ["done"] * 4 + ["trained"] * 8
     assert out["todo"] == 0 and all(p["val_loss"] for p in out["points"])
     assert run_cli("sweep", "--budgets", BUDGETS, "--sizes", "4", "--json").code == 0
-    assert len(calls) == len(out["points"]) - 3  # nothing redone
+    assert len(calls) == 8  # nothing redone
 
 
 def test_fit_from_sweep_stores_show_list_and_plot(home, run_cli, tmp_path):
@@ -105,7 +105,7 @@ def test_fit_from_sweep_stores_show_list_and_plot(home, run_cli, tmp_path):
     out = r.json()
     c = out["constants"]
     assert set(c) == {"E", "A", "B", "alpha", "beta"}
-    assert out["details"]["n_runs"] == 11 and len(out["details"]["residuals"]) == 11
+    assert out["details"]["n_runs"] == 12 and len(out["details"]["residuals"]) == 12
     assert abs(out["details"]["exponents"]["a"] - c["beta"] / (c["alpha"] + c["beta"])) < 1e-12
     assert "bootstrap" not in out["details"] and out["details"]["n_bootstrap"] == 10
     assert all(abs(x["residual_pct"]) < 3 for x in out["details"]["residuals"])

@@ -149,7 +149,7 @@ def test_isoflop_ladder_keeps_each_budget_and_spans_sizes():
     assert {p.budget_flops for p in ladder} == set(budgets)
     for c in budgets:
         rungs = [p for p in ladder if p.budget_flops == c]
-        assert len(rungs) >= 3
+        assert len(rungs) == 4
         ns = [p.params for p in rungs]
         assert ns == sorted(ns) and len(set(ns)) == len(ns)  # distinct, smallest first
         assert [p.size_index for p in rungs] == list(range(len(rungs)))
@@ -162,6 +162,13 @@ def test_isoflop_ladder_keeps_each_budget_and_spans_sizes():
             assert 2e5 < p.params < 6e6  # tiny models that train on a CPU
         # the ladder straddles the prior optimum (20 tokens per parameter) where shapes allow
         assert rungs[-1].tokens_per_param < 20 < rungs[0].tokens_per_param
+
+
+def test_isoflop_ladder_shifts_up_instead_of_repeating_the_smallest_shape():
+    rungs = isoflop_ladder([3e12], 3)  # the prior optimum (~50k params) is below every shape
+    ns = [p.params for p in rungs]
+    assert len(ns) == 3 and ns == sorted(set(ns))
+    assert "nearest free shape" in rungs[0].notes[0]
 
 
 def test_isoflop_ladder_bad_input():
