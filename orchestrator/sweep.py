@@ -134,7 +134,12 @@ def _train(store: Store, item: SweepItem, sid: str, data: str, seed: int) -> str
     result = train_run(store, preset_for(item.point, sid), item.point.tokens, data=data, seed=seed,
                        config_extra={"sweep": item.key},
                        name=f"{sid} C={item.point.budget_flops:.0e} N={item.point.params:,}")
-    run_id = result if isinstance(result, str) else getattr(result, "id", None) or result["run_id"]
+    if isinstance(result, str):
+        run_id = result
+    elif isinstance(result, dict):
+        run_id = result.get("run_id") or result.get("id")
+    else:
+        run_id = getattr(result, "id", None)
     with store.read() as s:
         run = s.get(Run, run_id)
     if run is None or (run.config or {}).get("sweep") != item.key:

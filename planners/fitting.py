@@ -40,7 +40,10 @@ GRID = {
     "a": np.arange(0.0, 25.01, 5.0),
     "b": np.arange(0.0, 25.01, 5.0),
 }
-_BOUNDS = [(None, None), (None, None), (None, None), (0.0, None), (0.0, None)]  # a, b, e, alpha, beta
+# a, b, e, alpha, beta: wide enough never to bind on a sensible sweep (A, B up to e^80, E from
+# 4.5e-5 to 148 nats), narrow enough that exp() stays finite and exponents stay non-negative.
+_BOUNDS = [(-30.0, 80.0), (-30.0, 80.0), (-10.0, 5.0), (0.0, 5.0), (0.0, 5.0)]
+_NAMES = ("log A", "log B", "log E", "alpha", "beta")
 
 
 @dataclass(frozen=True)
@@ -202,9 +205,9 @@ def _fit_points(points, bootstrap, level, starts, delta, seed) -> FitResult:
     log_l = np.log([p.loss for p in points])
     best = _minimise(_grid_starts(log_n, log_d, log_l, delta, starts), log_n, log_d, log_l, delta)
     constants = _constants(best.x)
-    notes = []
-    if best.x[3] < 1e-6 or best.x[4] < 1e-6:
-        notes.append("an exponent sits at its bound 0: the runs barely constrain that term")
+    notes = [f"{name} sits at its bound {v:g}: the runs barely constrain that term"
+             for name, (lo, hi), x in zip(_NAMES, _BOUNDS, best.x)
+             for v in (lo, hi) if abs(x - v) < 1e-6]
 
     rng = np.random.default_rng(seed)
     draws: list[dict] = []

@@ -177,3 +177,12 @@ def test_fit_bad_input(home, run_cli):
 def test_fits_empty_listing(home, run_cli):
     assert run_cli("fits", "--json").json() == []
     assert "No fits yet" in run_cli("fits").stdout
+
+
+def test_sweep_without_a_launcher_fails_at_run_time(home, monkeypatch):
+    from orchestrator.sweep import run_sweep
+    from planners.errors import RunFailed
+
+    monkeypatch.setitem(sys.modules, "orchestrator.launcher", None)  # import raises ImportError
+    with pytest.raises(RunFailed, match="training is not available.*--dry-run"):
+        run_sweep(_store(), [1e13, 3e13], 3)
