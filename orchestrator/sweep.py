@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from model.presets import Preset, args_dict
+from model.presets import Preset
 from orchestrator.fits import final_val_loss, sweep_runs
 from orchestrator.store import Run, Store
 from planners.errors import BadInput, RunFailed
