@@ -22,8 +22,22 @@ LAW = {"E": 2.2, "A": 60.0, "B": 900.0, "alpha": 0.30, "beta": 0.38}
 BUDGETS = "1e13,3e13,1e14"
 
 
+_OPEN = []
+
+
 def _store():
-    return open_store(None, Home.resolve())
+    store = open_store(None, Home.resolve())
+    _OPEN.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def _close_stores():
+    """Close the stores a test opened, so no engine is left for the garbage collector to close
+    (and checkpoint its WAL) in the middle of a later test."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 def _sweep_id(run_cli, *extra):

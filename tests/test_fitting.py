@@ -3,6 +3,7 @@ are refused; the IsoFLOP ladder keeps its budgets; the sweep's resume decision."
 
 from __future__ import annotations
 
+import gc
 import math
 
 import numpy as np
@@ -15,6 +16,15 @@ from planners.errors import BadInput
 from planners.fitting import (KEYS, Point, check_points, compute_optimal, fit_points,
                               interval_laws, optimal_exponents, predict)
 from planners.isoflop import isoflop_ladder
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_after():
+    """Collect this module's garbage before later modules run: tests/test_store.py checks a
+    database file is unchanged, and a store left open by an in-process CLI call there can be
+    closed (checkpointing its WAL into the file) by a collection that our garbage triggers."""
+    yield
+    gc.collect()
+
 
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.336, "beta": 0.283}
 # A law shaped like what tiny CPU models give (higher floor, steeper data term).
