@@ -745,6 +745,156 @@ def render_queue(c: Console, res: dict) -> None:
 
 
 # --- sweep, fit (issue 10) ------------------------------------------------------------------
+@app.command("sweep")
+def sweep_cmd(
+    ctx: typer.Context,
+    budgets: Annotated[str, typer.Option(help="Compute budgets in FLOPs, comma-separated (1e13,3e13,1e14).")],
+    sizes: Annotated[int, typer.Option(help="Model sizes per budget.")] = 3,
+    data: Annotated[str, typer.Option(help="Prepared data set to train on.")] = "demo",
+    seed: Annotated[int, typer.Option(help="Seed of every run in the sweep.")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the ladder and what is left; train nothing.")] = False,
+    flops_per_s: Annotated[str, typer.Option(help="Assumed training throughput (6*N FLOPs per token) for the predicted time.")] = "1.5e11",
+    tokens_per_param: Annotated[float, typer.Option(help="Prior tokens per parameter at the optimum: the ladder's centre.")] = 20.0,
+    spread: Annotated[float, typer.Option(help="Largest size over the prior optimum (smallest: its inverse).")] = 3.0,
+    batch_tokens: Annotated[str, typer.Option(help="Tokens per optimiser step.")] = "2048",
+    json_: JsonOpt = False,
+):
+    """Train an IsoFLOP ladder: for each budget, `--sizes` models with D = C/(6N) (resumable)."""
+    from orchestrator.sweep import run_sweep
+    from planners.units import parse_count, parse_int_count
+
+    budget_list = [parse_count(b, "budget") for b in budgets.split(",") if b.strip()]
+    info = run_sweep(store_of(ctx), budget_list, sizes, data=data, seed=seed, dry_run=dry_run,
+                     flops_per_s=parse_count(flops_per_s, "--flops-per-s"),
+                     tokens_per_param=tokens_per_param, spread=spread,
+                     batch_tokens=parse_int_count(batch_tokens, "--batch-tokens"),
+                     progress=lambda item: err().print(
+                         f"training budget {item.point.budget_flops:.2g} FLOPs, "
+                         f"N={item.point.params:,}, D={item.point.tokens:,}"))
+    emit(ctx, info, lambda c: render_sweep(c, info), json_)
+
+
+def render_sweep(c: Console, info: dict) -> None:
+    a = info["assumptions"]
+    t = Table(title=f"sweep {info['sweep_id']} on {info['data']!r} (seed {info['seed']})")
+    for col in ("budget FLOPs", "#", "params", "dim x layers", "tokens", "tok/param", "steps",
+                "pred. time", "status", "val loss", "run"):
+        t.add_column(col, justify="left" if col in ("status", "run", "dim x layers") else "right")
+    for p in info["points"]:
+        m = p["model_args"]
+        t.add_row(f"{p['budget_flops']:.2g}", str(p["size_index"]), f"{p['params']:,}",
+                  f"{m['dim']}x{m['n_layers']}", f"{p['tokens']:,}", f"{p['tokens_per_param']:.1f}",
+                  f"{p['steps']:,}", _secs(p["predicted_time_s"]), p["status"],
+                  _num(p["val_loss"], ".4f"), p["run_id"] or "")
+    c.print(t)
+    for p in info["points"]:
+        for note in p["notes"] + ([p["note"]] if p["note"] else []):
+            c.print(f"note (C={p['budget_flops']:.2g}, #{p['size_index']}): {note}")
+    c.print(f"{info['done']} done, {info['todo']} to train, predicted {_secs(info['predicted_time_s_left'])} "
+            f"left at an assumed {a['flops_per_s']:.3g} FLOP/s (6*N*D; --flops-per-s); "
+            f"lr {a['lr']}, batch {a['batch_tokens']} tokens, seq {a['seq_len']}, vocab {a['vocab_size']}")
+    if info["dry_run"]:
+        c.print("dry run: nothing trained. Fit the finished runs with "
+                f"`cli.py fit NAME --sweep {info['sweep_id']}`.")
+
+
+def _secs(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+@app.command("fit")
+def fit_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Name to store the fit under (or to show, with --show).")],
+    runs: Annotated[Optional[str], typer.Option(help="Run ids, comma-separated (default: every run with a validation loss).")] = None,
+    sweep: Annotated[Optional[str], typer.Option(help="Fit the runs of this sweep id.")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits for the intervals (0: none).")] = 200,
+    level: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.9,
+    show: Annotated[bool, typer.Option("--show", help="Show the stored fit NAME; fit nothing.")] = False,
+    plot: Annotated[Optional[str], typer.Option(help="Also write a PNG of the IsoFLOP curves and the fit.")] = None,
+    holdout: Annotated[Optional[str], typer.Option(help="Run ids to leave out of the fit and predict (comma-separated).")] = None,
+    json_: JsonOpt = False,
+):
+    """Fit L(N,D) = E + A/N^alpha + B/D^beta to runs' validation losses (Chinchilla's method)."""
+    from orchestrator.fits import fit_runs, load_fit
+
+    store = store_of(ctx)
+    if show:
+        rec = load_fit(store, name)
+    else:
+        run_ids = [r.strip() for r in runs.split(",") if r.strip()] if runs is not None else None
+        held = [r.strip() for r in holdout.split(",") if r.strip()] if holdout else None
+        rec = fit_runs(store, name, run_ids=run_ids, sweep_id=sweep, bootstrap=bootstrap,
+                       level=level, holdout=held)
+    if plot:
+        from reports.scaling_plot import plot_fit
+
+        rec["plot"] = str(plot_fit(rec, plot))
+    data = {**rec, "details": {k: v for k, v in rec["details"].items() if k != "bootstrap"}}
+    emit(ctx, data, lambda c: render_fit(c, rec), json_)
+
+
+def render_fit(c: Console, rec: dict) -> None:
+    d, k = rec["details"], rec["constants"]
+    iv, level = d.get("intervals", {}), d.get("level", 0.9)
+    t = Table(title=f"fit {rec['name']}: L(N, D) = E + A/N^alpha + B/D^beta "
+                    f"({d.get('n_runs')} runs, {d.get('n_bootstrap', 0)} bootstrap refits)")
+    for col in ("constant", "value", f"{level:.0%} interval"):
+        t.add_column(col, justify="left" if col == "constant" else "right")
+    values = {**k, **d.get("exponents", {})}
+    for key, label in (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "alpha"), ("beta", "beta"),
+                       ("a", "a = beta/(alpha+beta)  (N_opt ~ C^a)"),
+                       ("b", "b = alpha/(alpha+beta) (D_opt ~ C^b)")):
+        lo_hi = iv.get(key)
+        t.add_row(label, f"{values[key]:.4g}", f"{lo_hi[0]:.4g} .. {lo_hi[1]:.4g}" if lo_hi else "")
+    c.print(t)
+    r = Table(title="residuals (loss - predicted)")
+    for col in ("run", "params", "tokens", "loss", "predicted", "residual", "%"):
+        r.add_column(col, justify="left" if col == "run" else "right")
+    for x in d.get("residuals", []):
+        r.add_row(str(x["run_id"]), f"{x['params']:,.0f}", f"{x['tokens']:,.0f}", f"{x['loss']:.4f}",
+                  f"{x['predicted']:.4f}", f"{x['residual']:+.4f}", f"{x['residual_pct']:+.2f}")
+    c.print(r)
+    if d.get("holdout"):
+        h = Table(title="held-out runs (not fitted): loss - predicted")
+        for col in ("run", "params", "tokens", "loss", "predicted", "error", "%"):
+            h.add_column(col, justify="left" if col == "run" else "right")
+        for x in d["holdout"]:
+            h.add_row(str(x["run_id"]), f"{x['params']:,.0f}", f"{x['tokens']:,.0f}", f"{x['loss']:.4f}",
+                      f"{x['predicted']:.4f}", f"{x['error']:+.4f}", f"{x['error_pct']:+.2f}")
+        c.print(h)
+    for note in d.get("notes", []):
+        c.print(f"note: {note}")
+    c.print(f"method: {d.get('method', '')}")
+    if "replaced" in rec:
+        c.print(f"stored as {rec['name']!r}" + (" (replacing the earlier fit)" if rec["replaced"] else "")
+                + "; `plan --fit " + rec["name"] + "` uses it")
+    if rec.get("plot"):
+        c.print(f"plot: {rec['plot']}")
+
+
+@app.command("fits")
+def fits_cmd(ctx: typer.Context, json_: JsonOpt = False):
+    """List the stored scaling-law fits."""
+    from orchestrator.fits import list_fits
+
+    rows = list_fits(store_of(ctx))
+
+    def human(c: Console) -> None:
+        if not rows:
+            c.print("No fits yet. Make one with `python cli.py fit NAME --sweep SWEEP_ID`.")
+            return
+        t = Table(title=f"{len(rows)} fit(s)")
+        for col in ("name", "E", "A", "B", "alpha", "beta", "a", "b", "runs", "created (UTC)"):
+            t.add_column(col, justify="left" if col in ("name", "created (UTC)") else "right")
+        for f in rows:
+            k, e = f["constants"], f["exponents"] or {}
+            t.add_row(f["name"], *(f"{k[x]:.4g}" for x in ("E", "A", "B", "alpha", "beta")),
+                      _num(e.get("a"), ".3f"), _num(e.get("b"), ".3f"), str(f["n_runs"]),
+                      f["created_at"][:19])
+        c.print(t)
+
+    emit(ctx, rows, human, json_)
 
 
 
