@@ -68,7 +68,9 @@ def store_of(ctx: typer.Context):
     from orchestrator.store import open_store
 
     opts = g(ctx)
-    return open_store(opts.db, Home.resolve(opts.home))
+    store = open_store(opts.db, Home.resolve(opts.home))
+    ctx.call_on_close(store.close)
+    return store
 
 
 def home_of(ctx: typer.Context):

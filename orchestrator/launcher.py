@@ -133,11 +133,24 @@ class LaunchPlan:
         }
 
 
-def resolve_preset(name: str) -> Preset:
+def resolve_preset(name: str, custom: dict | None = None) -> Preset:
+    if custom:
+        from model.presets import ModelArgs
+
+        fields = dict(custom)
+        fields["args"] = ModelArgs(**fields["args"])
+        fields["aliases"] = tuple(fields.get("aliases") or ())
+        return Preset(**fields)
     try:
         return get_preset(name)
     except UnknownPreset as e:
         raise BadInput(str(e)) from None
+
+
+def preset_dict(preset: Preset) -> dict:
+    from dataclasses import asdict
+
+    return asdict(preset)
 
 
 def plan_launch(preset: Preset, *, workers: int, device: str, cpus_per_worker: int,
@@ -273,6 +286,8 @@ class TrainRequest:
     max_mwh: float | None = None
     sim_start: str | None = None  # replay a forecast from this time ...
     sim_speed: float = 1.0  # ... this many times faster than real time
+    custom_preset: dict | None = None  # a preset that is not in the registry (sweeps)
+    config_extra: dict | None = None  # merged into the run's config (e.g. "sweep")
 
 
 class Driver:
@@ -397,6 +412,7 @@ def _run_config(req: TrainRequest, plan: LaunchPlan, footprint: dict) -> dict:
     cfg = dict(plan.as_dict())
     cfg.update(footprint)
     cfg["request"] = request
+    cfg.update(req.config_extra or {})
     cfg["gpus_per_worker"] = 1 if plan.device == "cuda" else 0
     cfg["tokens_planned"] = plan.max_steps * plan.tokens_per_step
     return cfg
@@ -488,7 +504,7 @@ def train(store: Store, home: Home, req: TrainRequest, *,
         req.resume = prior.id
     if is_jobs_address(req.address) and not req.dry_run:
         return train_remote(store, home, req, progress=progress, on_start=on_start)
-    preset = resolve_preset(req.preset)
+    preset = resolve_preset(req.preset, req.custom_preset)
     if req.dry_run:
         capacity = local_capacity() if not req.address else None
     else:
@@ -811,3 +827,15 @@ def train_remote(store: Store, home: Home, req: TrainRequest, *,
         raise RunFailed(f"remote run {run.id} (job {result['job_id']}) failed: "
                         f"{summary['message']}; `ray job logs {result['job_id']}` shows its log")
     return summary
+
+
+def train_run(store: Store, preset: Preset, tokens: int, *, data: str, seed: int,
+              config_extra: dict, name: str) -> str:
+    """One run of a scaling-law sweep: `preset` may be a shape outside the registry; the
+    schedule spans exactly `tokens` (Chinchilla: the cosine cycle matches the run)."""
+    steps = max(1, int(tokens) // preset.batch_tokens)
+    req = TrainRequest(preset=preset.name, custom_preset=preset_dict(preset), tokens=tokens,
+                       max_steps=steps, batch_tokens=preset.batch_tokens, data=data, seed=seed,
+                       name=name, dashboard=False, config_extra=config_extra,
+                       checkpoint_every=max(steps, 1))
+    return train(store, Home.resolve(), req)["id"]
