@@ -215,6 +215,9 @@ def data_list(ctx: typer.Context, json_: JsonOpt = False):
         for col in ("name", "train tokens", "val tokens", "vocab", "sources", "created (UTC)"):
             t.add_column(col, no_wrap=True)
         for r in rows:
+            if "error" in r:
+                t.add_row(r["name"], "", "", "", r["error"], "")
+                continue
             t.add_row(r["name"], f"{r['train_tokens']:,}", f"{r['val_tokens']:,}",
                       str(r["vocab_size"]),
                       ", ".join(f"{k} {v:.1%}" for k, v in r["sources"].items()),

@@ -47,7 +47,9 @@ DEFAULT_SENTENCES = 200_000
 _TRAIN = ("import json, sys, sentencepiece as spm; spm.set_random_generator_seed(int(sys.argv[2])); "
           "spm.SentencePieceTrainer.train(**json.loads(sys.argv[1]))")
 _PROGRESS = re.compile(r"Merged: freq=\d+ merges=(\d+)")
-_TOO_HIGH = re.compile(r"Vocabulary size is too high \((\d+)\)\. Please set it to a value <= (\d+)")
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+_ALPHABET = re.compile(r"Alphabet size=(\d+)")
+_TOO_HIGH = re.compile(r"Vocabulary size (?:is )?too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
 class TokenizerError(ValueError):
@@ -106,7 +108,7 @@ def train(sentences_file: str | os.PathLike, out_dir: str | os.PathLike, name: s
     """Train on a text file (one sentence per line) and store `<out_dir>/<name>.model` + `.json`.
 
     `sentences` caps the lines SentencePiece samples (shuffled) from the file. `progress(done,
-    total)` is called as merges are made (total: vocab_size, an upper bound on the merges). Raises VocabularyTooLarge when the corpus cannot
+    total)` is called as merges are made (pieces so far, out of vocab_size). Raises VocabularyTooLarge when the corpus cannot
     support `vocab_size` pieces; nothing is left under `out_dir` on failure.
     """
     out_dir = Path(out_dir)
@@ -122,12 +124,14 @@ def train(sentences_file: str | os.PathLike, out_dir: str | os.PathLike, name: s
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             errors="replace")
     tail: list[str] = []
+    base = 3 + (256 if settings["byte_fallback"] else 0)  # pieces there before any merge
     assert proc.stderr is not None
     for line in proc.stderr:
         tail = (tail + [line.rstrip()])[-20:]
-        m = _PROGRESS.search(line)
-        if m and progress:
-            progress(min(int(m.group(1)), vocab_size), vocab_size)
+        if m := _ALPHABET.search(line):
+            base += int(m.group(1))
+        elif (m := _PROGRESS.search(line)) and progress:
+            progress(min(base + int(m.group(1)), vocab_size), vocab_size)
     rc = proc.wait()
     model, vocab = Path(f"{tmp_prefix}.model"), Path(f"{tmp_prefix}.vocab")
     if rc != 0:
@@ -137,6 +141,11 @@ def train(sentences_file: str | os.PathLike, out_dir: str | os.PathLike, name: s
         m = _TOO_HIGH.search(log)
         if m:
             raise VocabularyTooLarge(int(m.group(1)), int(m.group(2)))
+        m = _TOO_SMALL.search(log)
+        if m:
+            raise TokenizerError(f"vocabulary size {m.group(1)} is too small for this corpus: its "
+                                 f"characters, the 256 byte pieces and the specials need "
+                                 f"{m.group(2)}; use a vocabulary of at least {m.group(2)}")
         raise TokenizerError(f"SentencePiece training failed: {tail[-1] if tail else rc}")
     vocab.unlink(missing_ok=True)
     final = out_dir / f"{name}.model"

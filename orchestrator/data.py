@@ -627,7 +627,10 @@ def list_datasets(home: Home | None = None) -> list[dict]:
     for d in sorted(base.iterdir()) if base.is_dir() else []:
         if d.name.startswith(".") or not (d / "manifest.json").is_file():
             continue
-        rows.append(summary(json.loads((d / "manifest.json").read_text()), d))
+        try:
+            rows.append(summary(json.loads((d / "manifest.json").read_text()), d))
+        except (ValueError, KeyError, TypeError):
+            rows.append({"name": d.name, "path": str(d), "error": "corrupt manifest.json"})
     return rows
 
 
