@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -90,8 +91,13 @@ class Tokenizer:
 
     @property
     def id(self) -> str:
-        """Content hash of the model file: the tokenizer id a dataset's manifest records."""
-        return file_sha256(self.path)[:16]
+        """Hash of the vocabulary (pieces, scores, kinds): the tokenizer id a dataset's manifest
+        records. Not of the file, which also records the paths it was trained from."""
+        sp, h = self.sp, hashlib.sha256()
+        for i in range(self.vocab_size):
+            h.update(f"{sp.id_to_piece(i)}\t{sp.get_score(i)}\t{int(sp.is_byte(i))}"
+                     f"{int(sp.is_control(i))}{int(sp.is_unknown(i))}\n".encode())
+        return h.hexdigest()[:16]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -107,19 +113,25 @@ def train(sentences_file: str | os.PathLike, out_dir: str | os.PathLike, name: s
           progress: Callable[[int, int], None] | None = None, **overrides) -> Tokenizer:
     """Train on a text file (one sentence per line) and store `<out_dir>/<name>.model` + `.json`.
 
-    `sentences` caps the lines SentencePiece samples (shuffled) from the file. `progress(done,
+    `sentences` caps the lines trained on: a sample drawn with `seed`, so training is
+    reproducible. `progress(done,
     total)` is called as merges are made (pieces so far, out of vocab_size). Raises VocabularyTooLarge when the corpus cannot
     support `vocab_size` pieces; nothing is left under `out_dir` on failure.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_prefix = out_dir / f".{name}.tmp-{os.getpid()}"
+    # Sample the lines here, seeded: SentencePiece's own sampling differs from run to run.
+    lines = Path(sentences_file).read_text(encoding="utf-8").splitlines()
+    sample = tmp_prefix.with_suffix(".txt")
+    keep = sorted(random.Random(seed).sample(range(len(lines)), min(int(sentences), len(lines))))
+    sample.write_text("".join(lines[i] + "\n" for i in keep), encoding="utf-8")
     settings = {**LLAMA_SETTINGS, **overrides, "vocab_size": int(vocab_size),
-                "input_sentence_size": int(sentences), "shuffle_input_sentence": True,
-                "num_threads": os.cpu_count() or 1}
-    args = {**settings, "input": str(sentences_file), "model_prefix": str(tmp_prefix),
-            "minloglevel": 0}
-    settings["seed"] = int(seed)
+                "input_sentence_size": 0, "num_threads": os.cpu_count() or 1,
+                "sentences": len(keep), "sentences_in_corpus": len(lines), "seed": int(seed)}
+    args = {k: v for k, v in settings.items() if k not in ("sentences", "sentences_in_corpus", "seed")}
+    args.update(input=str(sample), model_prefix=str(tmp_prefix), minloglevel=0)
+    del lines
     proc = subprocess.Popen([sys.executable, "-c", _TRAIN, json.dumps(args), str(int(seed) + 1)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             errors="replace")
@@ -133,6 +145,7 @@ def train(sentences_file: str | os.PathLike, out_dir: str | os.PathLike, name: s
         elif (m := _PROGRESS.search(line)) and progress:
             progress(min(base + int(m.group(1)), vocab_size), vocab_size)
     rc = proc.wait()
+    sample.unlink(missing_ok=True)
     model, vocab = Path(f"{tmp_prefix}.model"), Path(f"{tmp_prefix}.vocab")
     if rc != 0:
         for p in (model, vocab):

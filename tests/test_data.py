@@ -156,6 +156,15 @@ def test_weights_are_honoured(corpus, tmp_path):
     assert notes["epochs"] > 1  # the small source is repeated, as Wikipedia in LLaMA's Table 1
 
 
+def test_prepare_is_reproducible(prepared, corpus, tmp_path):
+    _, m = prepared
+    again = data.prepare([f"prose={corpus['prose']}:3", f"code={corpus['code']}:1"], "small",
+                         Home(tmp_path / "h"), vocab_size=400, val_fraction=0.1, seed=1, workers=1)
+    assert again["tokenizer"]["id"] == m["tokenizer"]["id"]
+    assert [s["sha256"] for s in again["splits"]["train"]["shards"]] == \
+        [s["sha256"] for s in m["splits"]["train"]["shards"]]
+
+
 def test_llama_mixture_and_shards_spanning(corpus, tmp_path):
     home = Home(tmp_path / "home")
     m = data.prepare([f"github={corpus['code']}", f"books={corpus['prose']}",

@@ -117,3 +117,11 @@ def test_load_rejects_a_non_model(tmp_path):
     (tmp_path / "x.model").write_bytes(b"not a model")
     with pytest.raises(tk.TokenizerError):
         tk.load(tmp_path / "x.model")
+
+
+def test_training_is_reproducible_for_a_seed(tmp_path):
+    lines = corpus_lines()
+    (tmp_path / "s.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ids = [tk.train(tmp_path / "s.txt", tmp_path / f"r{i}", "r", vocab_size=500,
+                    sentences=len(lines) // 2, seed=seed).id for i, seed in enumerate((5, 5, 6))]
+    assert ids[0] == ids[1] != ids[2]
