@@ -245,8 +245,9 @@ def _chunks(docs: list[str]) -> list[list[str]]:
 
 def tokenize_documents(docs: list[str], model_path: str, workers: int = 2,
                        progress: Progress = _no_progress) -> list[np.ndarray]:
-    """Encode documents on `workers` processes (spawned: safe beside Ray's threads); one int32
-    array per document, in order."""
+    """Encode documents on `workers` processes; one int32 array per document, in order.
+    Workers are forked where the platform can (no re-import: start-up in milliseconds), else
+    spawned. Call it from the driver, not from inside a Ray worker."""
     chunks = _chunks(docs)
     total = sum(len(d) for d in docs)
     done, out = 0, []
@@ -262,7 +263,8 @@ def tokenize_documents(docs: list[str], model_path: str, workers: int = 2,
         _worker_init(model_path)
         collect(_encode_chunk(c) for c in chunks)
     else:
-        with mp.get_context("spawn").Pool(workers, _worker_init, (model_path,)) as pool:
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(workers, _worker_init, (model_path,)) as pool:
             collect(pool.imap(_encode_chunk, chunks))
     return out
 
