@@ -16,7 +16,11 @@ $(VENV)/.installed: requirements.txt constraints.txt
 
 # The main job on the embedded default (a private local Ray instance, SQLite under .tally).
 demo: setup
+	$(BIN)/python cli.py data prepare --demo
+	$(BIN)/python cli.py plan --target-perf 13b --inference-budget 2T
+	$(BIN)/python cli.py train tiny --workers 2 --max-steps 200
 	$(BIN)/python cli.py runs
+	$(BIN)/python cli.py report carbon
 
 # Everything, slow end-to-end tests included (they run in CI too).
 test: setup

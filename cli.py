@@ -523,6 +523,10 @@ def train_cmd(
             live["progress"].__exit__(None, None, None)
     if events:
         return
+    if not result.get("dry_run"):
+        from reports.runs import list_runs
+
+        result = list_runs(store, run_ids=[result["id"]])[0]
     emit(ctx, result, lambda c: render_train(c, result), json_)
 
 

@@ -147,6 +147,14 @@ def _all_mean(x: float, device: torch.device) -> float:
     return float(t.item()) / dist.get_world_size()
 
 
+def _all_max(x: float, device: torch.device) -> float:
+    if not dist.is_initialized():
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def _broadcast(obj: Any) -> Any:
     if not dist.is_initialized():
         return obj
@@ -237,7 +245,10 @@ def train_loop(config: dict) -> None:
         reporter.send("resumed", step=0, path=None,
                       skipped=[[str(p), r] for p, r in (found.skipped if found else [])])
 
-    peak = cfg.peak_flops or measure_matmul_peak()
+    # CPU: the fp32 matmul peak of these threads, measured here (the best of the workers, so a
+    # worker slowed by a neighbour at that moment does not inflate MFU), re-checked every 50
+    # steps and never lowered.
+    peak = cfg.peak_flops or _all_max(measure_matmul_peak(1.0), device)
     tokens_per_step = cfg.global_batch * cfg.seq_len
     last_saved = start
     stop_reason = None
@@ -268,6 +279,8 @@ def train_loop(config: dict) -> None:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         tokens_per_s = tokens_per_step / dt
+        if not cfg.peak_flops and step % 50 == 0:
+            peak = max(peak, _all_max(measure_matmul_peak(0.2), device))
         mfu = cfg.flops_per_token * tokens_per_s / (peak * world) if cfg.flops_per_token else None
         if rank == 0:
             _ray_metrics(loss_mean, tokens_per_s, mfu, cfg.run_id)
