@@ -400,7 +400,7 @@ class _progress_bars:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
-        self.bars = Progress(TextColumn("{task.description:<12}"), BarColumn(),
+        self.bars = Progress(TextColumn("{task.description:<26}"), BarColumn(),
                              MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                              console=err(), disable=not sys.stderr.isatty())
         self.tasks: dict[str, Any] = {}
@@ -409,7 +409,9 @@ class _progress_bars:
 
     def update(self, stage: str, done: float, total: float) -> None:
         if stage not in self.tasks:
-            self.tasks[stage] = self.bars.add_task(stage, total=total)
+            unit = {"gather": "sources", "read": "sources", "tokenizer": "pieces",
+                    "tokenise": "characters"}.get(stage, "tokens")
+            self.tasks[stage] = self.bars.add_task(f"{stage} ({unit})", total=total)
         self.bars.update(self.tasks[stage], completed=done, total=total)
 
     def __exit__(self, *exc):

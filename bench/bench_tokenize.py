@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -204,7 +203,7 @@ def main() -> None:
                      f"| {r['cpu_ratio']:.0%} |")
     lines += ["", "Target: at least 80% of SentencePiece's own batch encode per core used. "
               "Per CPU-second counts this process's threads and the pool's worker processes "
-              "(spawn start-up included), so it holds up when other jobs share the cores; "
+              "(worker start-up included), so it holds up when other jobs share the cores; "
               "wall-clock figures move with the machine's load.", "",
               "## Batch loading as a share of a training step", "",
               "| preset | global batch | get_batch (ms) | step (ms) | share |", "|---|---|---|---|---|"]
@@ -213,8 +212,8 @@ def main() -> None:
                      f"| {r['share']:.3%} |")
     lines += ["", f"Step = forward + backward + AdamW of the {load_rows[0]['what']} (tiny); "
               f"small: {load_rows[1]['what'].split('; ')[-1]}. get_batch: mean over 200 "
-              "consecutive steps of the Sampler on the memory-mapped demo shards (page cache "
-              "warm). Target: under 1%.", ""]
+              "consecutive steps of the Sampler on the memory-mapped demo shards (first "
+              "page faults included). Target: under 1%.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))

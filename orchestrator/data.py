@@ -36,7 +36,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 from typing import Callable, Sequence
@@ -703,10 +702,13 @@ class Sampler:
         self.global_batch, self.rank, self.world_size = int(global_batch), rank, world_size
         self.steps_per_epoch = self.num_sequences // self.global_batch
         self.per_rank = self.global_batch // world_size
+        self._cached: tuple[int, np.ndarray] = (-1, np.empty(0, np.int64))
 
-    @lru_cache(maxsize=2)
     def _perm(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_sequences)
+        if self._cached[0] != epoch:  # one permutation per epoch, kept while the epoch lasts
+            self._cached = (epoch, np.random.default_rng([self.seed, epoch])
+                            .permutation(self.num_sequences))
+        return self._cached[1]
 
     def epoch(self, step: int) -> int:
         return step // self.steps_per_epoch
