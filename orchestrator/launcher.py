@@ -79,6 +79,11 @@ def connect(home: Home, address: str | None, *, dashboard: bool = True) -> RayHa
     from orchestrator.dashboard import ensure_token
 
     token = ensure_token(home)
+    import logging
+
+    # Ray warns on stderr that token auth is on (we turned it on); keep stderr for our lines.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR)
     # ray.init() of a new local instance turns token authentication on by default (2.60) and
     # reads the token from RAY_AUTH_TOKEN_PATH: ours, private, instead of ~/.ray/auth_token.
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
@@ -505,14 +510,16 @@ def train(store: Store, home: Home, req: TrainRequest, *,
     if is_jobs_address(req.address) and not req.dry_run:
         return train_remote(store, home, req, progress=progress, on_start=on_start)
     preset = resolve_preset(req.preset, req.custom_preset)
-    if req.dry_run:
-        capacity = local_capacity() if not req.address else None
-    else:
-        capacity = None
+    import ray
+
+    # The embedded default is this machine: check everything against it before starting Ray,
+    # so bad input costs no Ray start-up. An attached cluster is asked for its resources.
     handle = None
-    if capacity is None:
+    if ray.is_initialized() or (req.address and not req.dry_run):
         handle = connect(home, req.address, dashboard=req.dashboard)
         capacity = cluster_capacity()
+    else:
+        capacity = local_capacity()
     device = _device(req, capacity)
     cpus = max(1, capacity["cpus"] // req.workers) if device == "cpu" else 1
     plan = plan_launch(preset, workers=req.workers, device=device, cpus_per_worker=cpus,
@@ -540,6 +547,8 @@ def train(store: Store, home: Home, req: TrainRequest, *,
     if dataset.num_sequences(plan.seq_len) < plan.global_batch:
         raise BadInput(f"dataset {req.data!r} holds {dataset.num_sequences(plan.seq_len)} sequences "
                        f"of {plan.seq_len} tokens, fewer than one global batch ({plan.global_batch})")
+    if handle is None:
+        handle = connect(home, req.address, dashboard=req.dashboard)
     return _run(store, home, req, preset, plan, dataset, device, assumptions, handle,
                 progress, events, on_start, policy)
 
@@ -555,7 +564,9 @@ def predict(preset: Preset, plan: LaunchPlan, req: TrainRequest, assumptions: di
     except BadInput as e:
         return {"error": str(e)}
     given = next((o for o in p["options"] if o["label"] == "given"), p["options"][0])
-    return {k: given.get(k) for k in ("gpu_hours", "days", "cost_usd", "energy_mwh", "tco2eq")}
+    out = {"on": f"{plan.workers} x {req.gpu or 'a100-80gb'} at the planner's MFU"}
+    out.update({k: given.get(k) for k in ("gpu_hours", "days", "cost_usd", "energy_mwh", "tco2eq")})
+    return out
 
 
 def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, progress, events,
