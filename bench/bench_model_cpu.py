@@ -41,16 +41,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def matmul_peak_flops(n: int = 2048, reps: int = 8) -> float:
-    """Best-of-reps FLOP/s of an fp32 (n x n) @ (n x n) matmul: the CPU's practical peak."""
+def matmul_peak_flops(n: int = 2048, reps: int = 8) -> tuple[float, float]:
+    """Best-of-reps fp32 (n x n) @ (n x n) matmul: the CPU's practical peak, as FLOP per
+    wall-clock second and FLOP per CPU second (all threads' CPU time summed)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.matmul(a, b)
-    best = float("inf")
+    best_wall = best_cpu = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         torch.matmul(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+        best_wall = min(best_wall, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return 2 * n**3 / best_wall, 2 * n**3 / best_cpu
 
 
 def build_tally(args, compiled: bool):
@@ -87,8 +89,10 @@ def build_hf(args):
 
 
 def make_step(model, loss_fn):
+    # fused=True: one pass over the parameters (6x faster than foreach on this CPU); the same
+    # optimiser for every variant, so the comparison is the model's.
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
-                            foreach=True)
+                            fused=True)
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
@@ -100,7 +104,21 @@ def make_step(model, loss_fn):
     return step
 
 
-def bench_preset(name, batch, seq, rounds, steps, warmup, variants, peak):
+class Peak:
+    """The matmul peak, re-measured between rounds; the best figure seen is kept, so that a
+    moment of contention never inflates MFU (the highest peak gives the lowest MFU)."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+        self.samples: list[float] = []
+
+    def measure(self) -> None:
+        wall, cpu = matmul_peak_flops()
+        self.samples.append(wall)
+        self.wall, self.cpu = max(self.wall, wall), max(self.cpu, cpu)
+
+
+def bench_preset(name, batch, seq, rounds, steps, warmup, variants, peak: Peak):
     preset = get_preset(name)
     args = preset.args
     seq = seq or preset.seq_len
@@ -117,13 +135,15 @@ def bench_preset(name, batch, seq, rounds, steps, warmup, variants, peak):
             steps_fns[v](x, y)
         print(f"  {name} {v}: warm-up {time.perf_counter() - t0:.1f} s", flush=True)
     per_round: dict[str, list[float]] = {v: [] for v in variants}
+    per_cpu_s: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(rounds):
         for v in variants:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 steps_fns[v](x, y)
-            tps = batch * seq * steps / (time.perf_counter() - t0)
-            per_round[v].append(tps)
+            per_round[v].append(batch * seq * steps / (time.perf_counter() - t0))
+            per_cpu_s[v].append(batch * seq * steps / (time.process_time() - c0))
+        peak.measure()
         print(f"  {name} round {r + 1}: " + ", ".join(f"{v} {per_round[v][-1]:.0f} tok/s"
                                                       for v in variants), flush=True)
     rows = []
@@ -132,10 +152,11 @@ def bench_preset(name, batch, seq, rounds, steps, warmup, variants, peak):
         rows.append({"preset": name, "variant": v, "batch": batch, "seq": seq,
                      "tokens_per_s": med, "best_tokens_per_s": max(per_round[v]),
                      "spread": (max(per_round[v]) - min(per_round[v])) / med,
-                     "mfu": med * fpt / peak})
+                     "flops_per_token": fpt, "tokens_per_cpu_s": max(per_cpu_s[v])})
     hf = next((r for r in rows if r["variant"] == "hf"), None)
     for r in rows:
         r["vs_hf"] = r["tokens_per_s"] / hf["tokens_per_s"] if hf else float("nan")
+        r["vs_hf_cpu"] = r["tokens_per_cpu_s"] / hf["tokens_per_cpu_s"] if hf else float("nan")
     return rows, fpt
 
 
@@ -157,46 +178,56 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     variants = a.variants.split(",")
     load_before = os.getloadavg()
-    peak = matmul_peak_flops()
-    print(f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s, {a.threads} threads", flush=True)
+    peak = Peak()
+    peak.measure()
+    print(f"fp32 matmul peak {peak.wall / 1e9:.0f} GFLOP/s, {a.threads} threads", flush=True)
     all_rows = []
     for name in a.presets.split(","):
         batch = a.batch or {"tiny": 8, "small": 4}.get(name, 1)
         rows, fpt = bench_preset(name, batch, a.seq, a.rounds, a.steps, a.warmup, variants, peak)
         all_rows += rows
-    peak_after = matmul_peak_flops()
-    write_results(a, all_rows, peak, peak_after, load_before, os.getloadavg())
+    peak.measure()
+    for r in all_rows:  # against the best peak of the whole run
+        r["mfu"] = r["tokens_per_s"] * r["flops_per_token"] / peak.wall
+        r["cpu_mfu"] = r["tokens_per_cpu_s"] * r["flops_per_token"] / peak.cpu
+    write_results(a, all_rows, peak, load_before, os.getloadavg())
     return 0
 
 
-def write_results(a, rows, peak, peak_after, load_before, load_after) -> None:
+def write_results(a, rows, peak: Peak, load_before, load_after) -> None:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     import transformers
 
     lines = [
         "# model/llama.py training-step throughput on CPU",
         "",
-        f"Written by `python bench/bench_model_cpu.py{' --quick' if a.quick else ''}` on {now}.",
+        f"Written by `python bench/bench_model_cpu.py {' '.join(sys.argv[1:])}` on {now}.",
         "",
         f"- machine: {platform.platform()}, CPU {cpu_model()}, {os.cpu_count()} cores, "
         f"{a.threads} torch threads",
         f"- torch {torch.__version__}, transformers {transformers.__version__}, python "
         f"{platform.python_version()}",
-        f"- fp32 matmul peak (2048² @ 2048², best of 8): {peak / 1e9:.0f} GFLOP/s at the start, "
-        f"{peak_after / 1e9:.0f} at the end; MFU below is against the start figure",
+        f"- fp32 matmul peak (2048² @ 2048², best of 8, re-measured after every round): "
+        f"{peak.wall / 1e9:.0f} GFLOP/s, the best of {len(peak.samples)} measurements "
+        f"(lowest {min(peak.samples) / 1e9:.0f}); MFU is against the best",
+        f"- per CPU-second (all threads' CPU time, `time.process_time`): {peak.cpu / 1e9:.0f} "
+        "GFLOP per CPU-s; `CPU-MFU` is tokens per CPU-s x FLOPs per token against it. It is "
+        "much less sensitive to other processes than wall-clock time (best round)",
         f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
         "(the machine is shared; spread = (best - worst round) / median)",
         f"- {a.rounds} rounds x {a.steps} steps per variant, timed alternately, "
         f"after {a.warmup} warm-up steps; one step = forward + backward + AdamW (fp32)",
         "",
-        "| preset | variant | batch x seq | tokens/s (median) | best | spread | MFU | vs HF |",
-        "|---|---|---|---|---|---|---|---|",
+        "| preset | variant | batch x seq | tokens/s (median) | best | spread | MFU | vs HF "
+        "| tokens/CPU-s | CPU-MFU | vs HF (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['preset']} | {r['variant']} | {r['batch']} x {r['seq']} | "
             f"{r['tokens_per_s']:.0f} | {r['best_tokens_per_s']:.0f} | {r['spread']:.0%} | "
-            f"{r['mfu']:.1%} | {r['vs_hf']:.2f}x |"
+            f"{r['mfu']:.1%} | {r['vs_hf']:.2f}x | {r['tokens_per_cpu_s']:.0f} | "
+            f"{r['cpu_mfu']:.1%} | {r['vs_hf_cpu']:.2f}x |"
         )
     lines += [
         "",
@@ -208,6 +239,8 @@ def write_results(a, rows, peak, peak_after, load_before, load_after) -> None:
     ]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and "\n## Notes" in out.read_text():  # hand-written notes survive a rerun
+        lines.append("## Notes" + out.read_text().split("\n## Notes", 1)[1].rstrip() + "\n")
     tmp = out.with_suffix(".tmp")
     tmp.write_text("\n".join(lines))
     tmp.replace(out)

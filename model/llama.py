@@ -219,7 +219,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 probs.mul_((valid.to(probs.dtype) / n_valid)[:, None])
                 g = probs.to(h.dtype)
                 grad_h[s:s + step] = g @ weight
-                grad_w.addmm_(g.t().float(), hc.float())  # no-op casts in float32
+                if hc.dtype == torch.float32:
+                    grad_w.addmm_(g.t(), hc)
+                else:  # bf16 matmul (float32 accumulation inside), summed over chunks in float32
+                    grad_w += (g.t() @ hc).float()
         if need_grad:
             ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         return loss / n_valid

@@ -20,6 +20,16 @@ LLAMA_PARAMS = {"7b": 6_738_415_616, "13b": 13_015_864_320,
                 "33b": 32_528_943_616, "65b": 65_285_660_672}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are too small to gain from threads; on a shared 2-core machine a second
+    OpenMP thread only waits (the overfit test runs 5x slower with two under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tokens(batch=2, seq=16, seed=0, vocab=ARGS.vocab_size):
     return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
 
