@@ -166,10 +166,11 @@ def _broadcast(obj: Any) -> Any:
 def evaluate(model, cfg: TrainConfig, device: torch.device, rank: int, world: int) -> float | None:
     """Mean loss over the first eval_batches*micro_batch*world sequences of the validation split."""
     from orchestrator.data import open_dataset
+    from planners.errors import BadInput
 
     try:
         val = open_dataset(cfg.data, split="val")
-    except Exception:  # no validation split: nothing to evaluate
+    except BadInput:  # no validation split: nothing to evaluate
         return None
     n = val.num_sequences(cfg.seq_len)
     per_rank = cfg.eval_batches * cfg.micro_batch
