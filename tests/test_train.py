@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from orchestrator.home import Home
-from orchestrator.store import RunEvent, Step, Store
+from orchestrator.store import EnergySample, RunEvent, Step, Store
 from tests.conftest import assert_bad_input
 
 STDLIB = Path(os.__file__).parent
@@ -159,3 +159,27 @@ def test_33b_exits_2_with_what_it_needs_and_dry_run_prints_the_plan(tcli):
     plan = res.json()
     assert plan["dry_run"] is True and plan["launch"]["preset"] == "33b"
     assert plan["launch"]["batch_tokens"] == 4 * 2**20 // 2048 * 2048
+
+
+def test_two_workers_on_one_node_are_metered_once(tcli, train_home):
+    """One meter per node: a 2-worker run on this one machine has one meter, whose rows sum to
+    the run's energy in `runs --json`."""
+    args = [a for a in FAST if a != "--no-meter"]
+    run = tcli("train", "tiny", *args, "--workers", "2", "--max-steps", "6",
+               "--meter-interval", "0.5", "--json")
+    assert run.code == 0, run.stderr
+    run_id = run.json()["id"]
+    store = Store(Home(train_home).db_url)
+    with store.read() as s:
+        rows = list(s.scalars(select(EnergySample).where(EnergySample.run_id == run_id)))
+        meter = [e.details for e in s.scalars(select(RunEvent).where(
+            RunEvent.run_id == run_id, RunEvent.kind == "meter"))]
+    assert rows, "no energy was recorded"
+    assert len({r.node for r in rows}) == 1
+    assert len(meter) == 1 and len(meter[0]["nodes"]) == 1
+    cpu_times = sorted(r.time for r in rows if r.device == "cpu")
+    assert len(cpu_times) == len(set(cpu_times))  # one CPU row per window, not one per worker
+    assert {r.source for r in rows} <= {"estimate", "rapl"}
+    listed = next(r for r in tcli("runs", "--json").json() if r["id"] == run_id)
+    assert listed["energy_joules"] == pytest.approx(sum(r.joules for r in rows))
+    assert listed["energy_kwh"] > 0 and listed["tco2eq"] > 0
