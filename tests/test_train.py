@@ -55,9 +55,46 @@ def _train(tcli, *args: str) -> dict:
     return res.json()
 
 
-def test_train_tiny_two_workers_records_the_run(tcli, train_home):
-    run = _train(tcli, "--workers", "2", "--max-steps", "8", "--checkpoint-every", "4",
-                 "--lr", "3e-3", "--warmup-steps", "2")
+# One 8-step schedule shared by the runs below: 2 workers straight through (the reference),
+# 1 worker for its first half (same global batch), 2 workers stopped at 4 then resumed.
+SCHEDULE = ["--tokens", str(8 * 1024), "--checkpoint-every", "2", "--lr", "3e-3",
+            "--warmup-steps", "2", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tcli_module):
+    return _train(tcli_module, *SCHEDULE, "--workers", "2", "--max-steps", "8")
+
+
+@pytest.fixture(scope="module")
+def tcli_module(train_home, ray_local):
+    import cli
+
+    class _Cli:  # run_cli for module-scoped fixtures
+        def __call__(self, *args):
+            import contextlib
+            import io
+
+            from tests.conftest import CliResult
+
+            out, err = io.StringIO(), io.StringIO()
+            old = os.environ.get("TALLY_HOME")
+            os.environ["TALLY_HOME"] = str(train_home)
+            try:
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    code = cli.main([str(a) for a in args])
+            finally:
+                if old is None:
+                    os.environ.pop("TALLY_HOME", None)
+                else:
+                    os.environ["TALLY_HOME"] = old
+            return CliResult(code, out.getvalue(), err.getvalue())
+
+    return _Cli()
+
+
+def test_train_tiny_two_workers_records_the_run(tcli, train_home, reference_run):
+    run = reference_run
     rows = tcli("runs", "--json").json()
     row = next(r for r in rows if r["id"] == run["id"])
     assert row["preset"] == "tiny" and row["status"] == "completed"
@@ -65,8 +102,10 @@ def test_train_tiny_two_workers_records_the_run(tcli, train_home):
     losses = [loss for _, loss in _losses(train_home, run["id"])]
     assert losses[-1] < losses[0] - 0.5, losses  # it learns
     shown = tcli("runs", "show", run["id"], "--json").json()
-    assert [c["step"] for c in shown["checkpoints"]] == [4, 8]
+    assert [c["step"] for c in shown["checkpoints"]] == [2, 4, 6, 8]
     assert all(c["complete"] for c in shown["checkpoints"])
+    on_disk = sorted(p.name for p in (Path(shown["run"]["storage_path"]) / "checkpoints").iterdir())
+    assert on_disk == ["step-00000004", "step-00000006", "step-00000008"]  # --keep-last 3
     store = Store(Home(train_home).db_url)
     with store.read() as s:
         evals = list(s.scalars(select(RunEvent).where(RunEvent.run_id == run["id"],
@@ -74,19 +113,16 @@ def test_train_tiny_two_workers_records_the_run(tcli, train_home):
     assert len(evals) == 1 and evals[0].details["val_loss"] > 0
 
 
-def test_one_and_two_workers_agree_on_the_same_global_batch(tcli, train_home):
-    one = _train(tcli, "--workers", "1", "--max-steps", "4", "--seed", "3")
-    two = _train(tcli, "--workers", "2", "--max-steps", "4", "--seed", "3")
-    a, b = _losses(train_home, one["id"]), _losses(train_home, two["id"])
+def test_one_and_two_workers_agree_on_the_same_global_batch(tcli, train_home, reference_run):
+    one = _train(tcli, *SCHEDULE, "--workers", "1", "--max-steps", "4")
+    a, b = _losses(train_home, one["id"]), _losses(train_home, reference_run["id"])[:4]
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
     for (_, la), (_, lb) in zip(a, b):
         assert la == pytest.approx(lb, rel=1e-4, abs=1e-5)
 
 
-def test_resume_gives_the_losses_of_an_uninterrupted_run(tcli, train_home):
-    horizon = ["--tokens", str(8 * 1024), "--checkpoint-every", "2", "--workers", "2"]
-    whole = _train(tcli, *horizon, "--max-steps", "8")
-    half = _train(tcli, *horizon, "--max-steps", "4")
+def test_resume_gives_the_losses_of_an_uninterrupted_run(tcli, train_home, reference_run):
+    half = _train(tcli, *SCHEDULE, "--workers", "2", "--max-steps", "4")
     # corrupt the newest checkpoint: the resume must fall back to step 2 and say so
     run_dir = Path(tcli("runs", "show", half["id"], "--json").json()["run"]["storage_path"])
     shard = next((run_dir / "checkpoints" / "step-00000004").glob("*.distcp"))
@@ -94,7 +130,7 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tcli, train_home):
     res = tcli("train", "--resume", half["id"], "--max-steps", "8", "--json")
     assert res.code == 0, res.stderr
     assert "falling back" in res.stderr
-    a, b = _losses(train_home, whole["id"]), _losses(train_home, half["id"])
+    a, b = _losses(train_home, reference_run["id"]), _losses(train_home, half["id"])
     assert [s for s, _ in b] == list(range(1, 9))
     for (_, la), (_, lb) in zip(a, b):
         assert la == pytest.approx(lb, rel=1e-6)
