@@ -495,6 +495,11 @@ def train_cmd(
         from reports.live import TrainProgress
 
         launch = info["launch"]
+        if launch is None:  # a remote job (--address http://...): its steps arrive as events
+            if not want_json and not events:
+                err().print(f"run {info['run_id']}: submitted to {info['dashboard_url']} "
+                            f"(token file: {info['token_path']}); following its job log")
+            return
         if not want_json and not events:
             c = err()
             c.print(f"run {info['run_id']}: {launch['preset']} on {launch['workers']} "
@@ -507,8 +512,14 @@ def train_cmd(
                                          run_cfg["intensity_kg_per_kwh"]).__enter__()
 
     def progress(m: dict) -> None:
-        if live["progress"] is not None and not want_json and not events:
+        if want_json or events:
+            return
+        if live["progress"] is not None:
             live["progress"](m)
+        elif m.get("step") is not None:  # remote: one line per step event
+            loss = f"{m['loss']:.4f}" if m.get("loss") is not None else "-"
+            err().print(f"step {m['step']}  loss {loss}  tokens {m.get('tokens', 0):,}  "
+                        f"energy {m.get('energy_joules', 0.0):.1f} J")
 
     def event_line(e: dict) -> None:
         sys.stdout.write("@tally " + json.dumps(e, default=str) + "\n")
