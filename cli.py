@@ -132,14 +132,16 @@ def runs_table(rows: list[dict]) -> Table | str:
     if not rows:
         return "No runs yet. Start one with `python cli.py train tiny`."
     t = Table(title=f"{len(rows)} run(s)")
+    jobs = any(r.get("job_id") for r in rows)  # a Ray job id column only for remote runs
     for col in ("id", "preset", "status", "steps", "tokens", "final loss", "energy kWh",
-                "tCO2eq", "created (UTC)"):
+                "tCO2eq", "created (UTC)") + (("job",) if jobs else ()):
         t.add_column(col, no_wrap=True, justify="right" if col in ("steps", "tokens", "final loss",
                                                       "energy kWh", "tCO2eq") else "left")
     for r in rows:
         t.add_row(r["id"], r["preset"], r["status"], str(r["steps"]), f"{r['tokens']:,}",
                   _num(r["final_loss"], ".4f"), _num(r.get("energy_kwh"), ".4f"),
-                  _num(r.get("tco2eq"), ".2e"), (r["created_at"] or "")[:19])
+                  _num(r.get("tco2eq"), ".2e"), (r["created_at"] or "")[:19],
+                  *((r.get("job_id") or "",) if jobs else ()))
     return t
 
 
