@@ -859,8 +859,14 @@ def train_remote(store: Store, home: Home, req: TrainRequest, *,
             progress({**ev, "energy_joules": last["energy_joules"]})
 
     root = Path(__file__).resolve().parent.parent
-    result = run_remote(store, run.id, req.address, remote_argv(req), token_path=token_path,
-                        working_dir=root, python=python, on_event=seen)
+    try:
+        result = run_remote(store, run.id, req.address, remote_argv(req), token_path=token_path,
+                            working_dir=root, python=python, on_event=seen)
+    except BaseException as e:  # refused submission, Ctrl-C (run_remote stopped the job), ...
+        interrupted = isinstance(e, KeyboardInterrupt)
+        store.update_run(run.id, status="interrupted" if interrupted else "failed",
+                         ended_at=utcnow(), message=f"{type(e).__name__}: {e}"[:500])
+        raise
     summary = store.run_summaries([run.id])[0]
     if summary["status"] == "failed":
         raise RunFailed(f"remote run {run.id} (job {result['job_id']}) failed: "
