@@ -97,6 +97,14 @@ def test_bad_address_and_unreachable_head(tmp_path):
                               on_event=print)
 
 
+def test_train_address_unreachable(run_cli, home):
+    assert_bad_input(run_cli("train", "tiny", "--address", f"http://127.0.0.1:{free_port()}"),
+                     "no Ray dashboard answers")
+    assert_bad_input(run_cli("train", "tiny", "--address", "http://127.0.0.1:1",
+                             "--token-path", home / "missing"), "cannot be read")
+    assert run_cli("runs", "--json").json() == []
+
+
 # -- one real head ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_dashboard_up_with_token_auth(head):
@@ -265,21 +273,21 @@ def test_real_tiny_training_job_through_train_address(head, head_data):
 
 
 @pytest.mark.slow
-def test_train_address_bad_token_and_unreachable(head, tmp_path):
+def test_train_address_wrong_token_and_dataset_name(head, run_cli, home, tmp_path):
+    """Through `train --address` (in-process CLI, another TALLY_HOME): one line, exit 2, and no
+    run left behind."""
     wrong = tmp_path / "wrong_token"
     wrong.write_text("f" * 64)
-    other = tmp_path / "other-home"
-    r = cli(other, "train", "tiny", "--address", head["info"]["address"], "--token-path",
-            str(wrong), timeout=60)
-    assert r.returncode == 2 and "refused the token" in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
-    r = cli(other, "train", "tiny", "--address", f"http://127.0.0.1:{free_port()}", timeout=60)
-    assert r.returncode == 2 and "no Ray dashboard answers" in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
-    r = cli(other, "train", "tiny", "--address", head["info"]["address"], "--token-path",
-            head["info"]["token_path"], timeout=60)  # another head's view: names must be paths
-    assert r.returncode == 2 and "--data 'demo' is not an absolute path" in r.stderr, r.stderr
-    assert not (other / "tally.db").exists() or "No runs" in cli(other, "runs").stdout
+    address = head["info"]["address"]
+    assert_bad_input(run_cli("train", "tiny", "--address", address, "--token-path", wrong),
+                     "refused the token", "(403)")
+    assert_bad_input(run_cli("train", "tiny", "--address", address), "requires a token (401)")
+    # not this home's head: a dataset name would not resolve in the job's own TALLY_HOME
+    assert_bad_input(run_cli("train", "tiny", "--address", address, "--token-path",
+                             head["info"]["token_path"]), "--data 'demo' is not an absolute path")
+    assert_bad_input(run_cli("train", "tiny", "--address", address, "--token-path",
+                             head["info"]["token_path"], "--data", "/data/x"), "--storage None")
+    assert run_cli("runs", "--json").json() == []
 
 
 @pytest.mark.slow
