@@ -132,14 +132,16 @@ def runs_table(rows: list[dict]) -> Table | str:
     if not rows:
         return "No runs yet. Start one with `python cli.py train tiny`."
     t = Table(title=f"{len(rows)} run(s)")
+    jobs = any(r.get("job_id") for r in rows)  # a Ray job id column only for remote runs
     for col in ("id", "preset", "status", "steps", "tokens", "final loss", "energy kWh",
-                "tCO2eq", "created (UTC)"):
+                "tCO2eq", "created (UTC)") + (("job",) if jobs else ()):
         t.add_column(col, no_wrap=True, justify="right" if col in ("steps", "tokens", "final loss",
                                                       "energy kWh", "tCO2eq") else "left")
     for r in rows:
         t.add_row(r["id"], r["preset"], r["status"], str(r["steps"]), f"{r['tokens']:,}",
                   _num(r["final_loss"], ".4f"), _num(r.get("energy_kwh"), ".4f"),
-                  _num(r.get("tco2eq"), ".2e"), (r["created_at"] or "")[:19])
+                  _num(r.get("tco2eq"), ".2e"), (r["created_at"] or "")[:19],
+                  *((r.get("job_id") or "",) if jobs else ()))
     return t
 
 
@@ -441,6 +443,7 @@ def train_cmd(
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile each block.")] = False,
     max_failures: Annotated[int, typer.Option(help="Worker-group restarts Ray may make.")] = 3,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default: a private local Ray instance.")] = None,
+    token_path: Annotated[Optional[str], typer.Option(help="With --address http://...: the head's token file (default: the one `dashboard` made in $TALLY_HOME).")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Checkpoint storage (shared on a cluster); default $TALLY_HOME/runs.")] = None,
     name: Annotated[Optional[str], typer.Option(help="A name for the run.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Resume this run id from its newest complete checkpoint.")] = None,
@@ -483,7 +486,7 @@ def train_cmd(
         micro_batch=micro_batch, lr=lr, warmup_steps=warmup_steps,
         checkpoint_every=checkpoint_every, keep_last=keep_last, seed=seed, data=data,
         device=device, gpu=gpu, activation_checkpointing=activation_checkpointing,
-        compile=compile_, max_failures=max_failures, address=address, storage=storage,
+        compile=compile_, max_failures=max_failures, address=address, token_path=token_path, storage=storage,
         name=name, resume=resume, dry_run=dry_run, plan_id=plan, pue=pue,
         intensity_kg_per_kwh=intensity, region=region, price_usd_per_gpu_hour=price,
         meter_interval_s=meter_interval, meter=not no_meter, dashboard=not no_dashboard,
@@ -497,6 +500,11 @@ def train_cmd(
         from reports.live import TrainProgress
 
         launch = info["launch"]
+        if launch is None:  # a remote job (--address http://...): its steps arrive as events
+            if not want_json and not events:
+                err().print(f"run {info['run_id']}: submitted to {info['dashboard_url']} "
+                            f"(token file: {info['token_path']}); following its job log")
+            return
         if not want_json and not events:
             c = err()
             c.print(f"run {info['run_id']}: {launch['preset']} on {launch['workers']} "
@@ -509,8 +517,14 @@ def train_cmd(
                                          run_cfg["intensity_kg_per_kwh"]).__enter__()
 
     def progress(m: dict) -> None:
-        if live["progress"] is not None and not want_json and not events:
+        if want_json or events:
+            return
+        if live["progress"] is not None:
             live["progress"](m)
+        elif m.get("step") is not None:  # remote: one line per step event
+            loss = f"{m['loss']:.4f}" if m.get("loss") is not None else "-"
+            err().print(f"step {m['step']}  loss {loss}  tokens {m.get('tokens', 0):,}  "
+                        f"energy {m.get('energy_joules', 0.0):.1f} J")
 
     def event_line(e: dict) -> None:
         sys.stdout.write("@tally " + json.dumps(e, default=str) + "\n")

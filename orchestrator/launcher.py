@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -267,6 +267,7 @@ class TrainRequest:
     compile: bool = False
     max_failures: int = 3
     address: str | None = None
+    token_path: str | None = None  # the Jobs API's token file, for an http:// address
     storage: str | None = None
     name: str | None = None
     resume: str | None = None
@@ -353,8 +354,7 @@ class Driver:
             self._message(kind, m)
         if steps:
             self.store.add_steps(self.run_id, steps)
-            self._emit({"type": "step", **{k: (v.timestamp() if k == "time" else v)
-                                            for k, v in steps[-1].items()}}, all_steps=steps)
+            self._emit({"type": "step"}, all_steps=steps)
         if self.meters is not None:
             self._energy(self.meters.poll())
         if self.policy is not None and self.policy.active and self.last and not self.commanded:
@@ -397,17 +397,23 @@ class Driver:
             self.store.add_energy(self.run_id, samples)
             self.energy_joules += sum(s["joules"] for s in samples)
             self._emit({"type": "energy", "samples": [
-                {**s, "time": s["time"].isoformat()} for s in samples]})
+                {**s, "time": _utc_iso(s["time"])} for s in samples]})
 
     def _emit(self, event: dict, all_steps: list[dict] | None = None) -> None:
         if self.events is None:
             return
         if all_steps is not None:
             for s in all_steps:
-                self.events({"type": "step", **{k: (v.timestamp() if k == "time" else v)
+                # naive UTC -> ISO-8601 with its offset (epoch seconds would need local time)
+                self.events({"type": "step", **{k: (_utc_iso(v) if k == "time" else v)
                                                  for k, v in s.items()}})
         else:
             self.events(event)
+
+
+def _utc_iso(t: datetime) -> str:
+    """The store's naive-UTC time as ISO-8601 with +00:00."""
+    return t.replace(tzinfo=timezone.utc).isoformat() if t.tzinfo is None else t.isoformat()
 
 
 def _run_config(req: TrainRequest, plan: LaunchPlan, footprint: dict) -> dict:
@@ -598,7 +604,7 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
                   "launch": plan.as_dict(), "run_dir": str(run_dir)})
     if events:
         events({"type": "run", "run_id": run_id, "preset": preset.name,
-                "config": store.get_run(run_id).config})
+                "storage_path": str(run_dir.absolute()), "config": store.get_run(run_id).config})
 
     channel = _channel_class().remote()
     tcfg = TrainConfig(
@@ -803,18 +809,51 @@ def remote_argv(req: TrainRequest) -> list[str]:
     return argv
 
 
+def paths_for_head(req: TrainRequest, home: Home) -> TrainRequest:
+    """The request with --data and --storage as absolute paths the head can open: the job runs
+    in a temporary copy of this checkout with a TALLY_HOME of its own, so a dataset name or a
+    relative path would not resolve there. For the head this home's `dashboard` started (same
+    machine), a dataset name resolves here and checkpoints default to this home's runs/; for
+    any other head both must be given as paths (or a storage URI) valid on its nodes."""
+    from dataclasses import replace
+
+    from orchestrator.dashboard import load_head
+    from orchestrator.data import open_dataset
+    from orchestrator.remote import check_address
+
+    head = load_head(home)
+    local = head is not None and head.get("address") == check_address(req.address)
+    data, storage = req.data, req.storage
+    if local:
+        data = str(Path(open_dataset(data, home=home).root).resolve())  # BadInput if missing
+        storage = str(Path(storage or home.runs).resolve()) if "://" not in (storage or "") \
+            else storage
+    else:
+        if not Path(data).is_absolute():
+            raise BadInput(f"--data {data!r} is not an absolute path; a job on the head at "
+                           f"{req.address} has a TALLY_HOME of its own: give the dataset's "
+                           "absolute path on the cluster's nodes")
+        if not storage or not (Path(storage).is_absolute() or "://" in storage):
+            raise BadInput(f"--storage {storage!r} must be given as an absolute path or URI "
+                           "shared by the cluster's nodes (s3://BUCKET/tally, /mnt/shared) "
+                           "for a job on a remote head: its own TALLY_HOME is temporary")
+    return replace(req, data=data, storage=storage)
+
+
 def train_remote(store: Store, home: Home, req: TrainRequest, *,
                  progress: Callable[[dict], None] | None = None,
                  on_start: Callable[[dict], None] | None = None,
                  python: str | None = None) -> dict:
     """Submit the run through Ray's Jobs API at `req.address` and record what it reports."""
-    from orchestrator.remote import defaults_for, run_remote
+    from orchestrator.remote import _client, defaults_for, run_remote
 
     preset = resolve_preset(req.preset)
     if req.resume:
         raise BadInput("--resume with an http:// --address is not supported; resume on the "
                        "cluster with `train --resume` in a job of its own")
-    token_path, python = defaults_for(req.address, home, python=python)
+    token_path, python = defaults_for(req.address, home, req.token_path, python)
+    _client(req.address, token_path)  # unreachable, 401, 403: BadInput before any run exists
+    req = paths_for_head(req, home)
     request = {k: v for k, v in req.__dict__.items() if k not in ("dry_run", "resume")}
     run = store.create_run(preset.name, {"preset": preset.name, "workers": req.workers,
                                          "remote": True, "request": request},
@@ -831,8 +870,14 @@ def train_remote(store: Store, home: Home, req: TrainRequest, *,
             progress({**ev, "energy_joules": last["energy_joules"]})
 
     root = Path(__file__).resolve().parent.parent
-    result = run_remote(store, run.id, req.address, remote_argv(req), token_path=token_path,
-                        working_dir=root, python=python, on_event=seen)
+    try:
+        result = run_remote(store, run.id, req.address, remote_argv(req), token_path=token_path,
+                            working_dir=root, python=python, on_event=seen)
+    except BaseException as e:  # refused submission, Ctrl-C (run_remote stopped the job), ...
+        interrupted = isinstance(e, KeyboardInterrupt)
+        store.update_run(run.id, status="interrupted" if interrupted else "failed",
+                         ended_at=utcnow(), message=f"{type(e).__name__}: {e}"[:500])
+        raise
     summary = store.run_summaries([run.id])[0]
     if summary["status"] == "failed":
         raise RunFailed(f"remote run {run.id} (job {result['job_id']}) failed: "

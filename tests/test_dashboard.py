@@ -97,6 +97,14 @@ def test_bad_address_and_unreachable_head(tmp_path):
                               on_event=print)
 
 
+def test_train_address_unreachable(run_cli, home):
+    assert_bad_input(run_cli("train", "tiny", "--address", f"http://127.0.0.1:{free_port()}"),
+                     "no Ray dashboard answers")
+    assert_bad_input(run_cli("train", "tiny", "--address", "http://127.0.0.1:1",
+                             "--token-path", home / "missing"), "cannot be read")
+    assert run_cli("runs", "--json").json() == []
+
+
 # -- one real head ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_dashboard_up_with_token_auth(head):
@@ -202,6 +210,84 @@ def test_remote_refused_without_or_with_wrong_token(head, tmp_path):
     with pytest.raises(BadInput, match=r"refused the token .* \(403\)"):
         submit_and_follow(address, ["x"], token_path=str(wrong), working_dir=tmp_path,
                           on_event=print)
+
+
+@pytest.fixture(scope="module")
+def head_data(head):
+    """A small real dataset in the head's home (Python's own json/email sources, vocab 2048)."""
+    from orchestrator.data import prepare
+
+    stdlib = Path(os.__file__).parent
+    prepare([f"json={stdlib}/json/*.py", f"email={stdlib}/email/*.py"], name="demo",
+            home=Home(head["home"]).ensure(), vocab_size=2048)
+    return (head["home"] / "data" / "demo").resolve()
+
+
+def _scrape(port: int) -> str:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+def test_real_tiny_training_job_through_train_address(head, head_data):
+    """`train tiny --address http://...` on the head `dashboard` started: the job trains for
+    real (Ray Train, metered), its steps, energy and job id land in the LOCAL store, and tally's
+    metrics appear on the head's Prometheus endpoint while it runs."""
+    info = head["info"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.pop("TALLY_DB", None)
+    proc = subprocess.Popen(
+        [sys.executable, "cli.py", "--home", str(head["home"]), "train", "tiny", "--address",
+         info["address"], "--workers", "1", "--max-steps", "4", "--batch-tokens", "1024",
+         "--micro-batch", "2", "--checkpoint-every", "4", "--data", "demo", "--json"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[str] = set()
+    while proc.poll() is None:  # gauges of a finished worker leave the endpoint: scrape now
+        seen |= {line.split("{")[0] for line in _scrape(info["metrics_port"]).splitlines()
+                 if line.startswith("ray_tally_")}
+        time.sleep(2)
+    out, err = proc.communicate(timeout=30)
+    head["outputs"].append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    assert proc.returncode == 0, err
+    run = json.loads(out)
+    assert run["status"] == "completed" and run["job_id"] == run["id"]
+    assert run["steps"] == 4 and run["tokens"] == 4 * 1024 and run["final_loss"] > 0
+    assert run["energy_joules"] > 0 and run["ray_address"] == info["address"]
+    listed = cli(head["home"], "runs", "--json")
+    assert [r["id"] for r in json.loads(listed.stdout)] == [run["id"]]
+    table = cli(head["home"], "runs")
+    assert "job" in table.stdout and run["id"] in table.stdout
+    shown = json.loads(cli(head["home"], "runs", "show", run["id"], "--json").stdout)
+    assert shown["run"]["job_id"] == run["id"]
+    # checkpoints went to this home's runs/ (absolute storage on the head), not the job's copy
+    assert shown["run"]["storage_path"].startswith(str(head["home"].resolve() / "runs"))
+    assert [c["step"] for c in shown["checkpoints"]] == [4]
+    assert Path(shown["checkpoints"][0]["path"]).is_dir()
+    assert {"ray_tally_energy_joules_total", "ray_tally_power_watts",
+            "ray_tally_train_loss"} <= seen, seen
+
+
+@pytest.mark.slow
+def test_train_address_wrong_token_and_dataset_name(head, run_cli, home, tmp_path):
+    """Through `train --address` (in-process CLI, another TALLY_HOME): one line, exit 2, and no
+    run left behind."""
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("f" * 64)
+    address = head["info"]["address"]
+    assert_bad_input(run_cli("train", "tiny", "--address", address, "--token-path", wrong),
+                     "refused the token", "(403)")
+    assert_bad_input(run_cli("train", "tiny", "--address", address), "requires a token (401)")
+    # not this home's head: a dataset name would not resolve in the job's own TALLY_HOME
+    assert_bad_input(run_cli("train", "tiny", "--address", address, "--token-path",
+                             head["info"]["token_path"]), "--data 'demo' is not an absolute path")
+    assert_bad_input(run_cli("train", "tiny", "--address", address, "--token-path",
+                             head["info"]["token_path"], "--data", "/data/x"), "--storage None")
+    assert run_cli("runs", "--json").json() == []
 
 
 @pytest.mark.slow
