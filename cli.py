@@ -327,8 +327,8 @@ def render_fit_interval(c: Console, fi: dict, name: str) -> None:
         c.print(f"Fit {name} has no bootstrap draws: refit with --bootstrap N to see its "
                 "uncertainty.")
         return
-    t = Table(title=f"across fit {name}'s uncertainty ({fi['n_bootstrap']} bootstrap refits; "
-                    f"draws at percentiles of {fi['ranked_by']})")
+    t = Table(title=f"across fit {name}'s uncertainty: {fi['n_bootstrap']} bootstrap refits, "
+                    f"ranked by compute-optimal N at {fi['budget_flops']:.3g} FLOPs")
     for col in ("pct", "E", "alpha", "beta", "option", "params", "tokens", "tok/param",
                 "GPU-hours", "cost $", "tCO2eq"):
         t.add_column(col, justify="left" if col == "option" else "right", no_wrap=True)
