@@ -147,3 +147,21 @@ def test_runs_table_shows_wait_and_pause_only_when_some_run_has_them(home, run_c
     assert "1h" not in plain and "1m" not in plain
     rows = run_cli("runs", "--json").json()
     assert {r["id"]: r["waited_s"] for r in rows}["tiny-waited"] == 3725.0
+
+
+def test_fit_interval_marks_a_draw_whose_floor_is_above_the_target():
+    from planners.plan import make_plan
+    from planners.scaling import CHINCHILLA
+
+    base = CHINCHILLA.constants()
+    draws = [{**base, "E": e} for e in (1.69, 1.8, 1.95)]
+    plan = make_plan(target=1.9, fit=CHINCHILLA, fit_details={"bootstrap": draws},
+                     presets=False)
+    rows = plan["fit_interval"]["rows"]
+    assert sorted(r["constants"]["E"] for r in rows) == [1.69, 1.8, 1.95]
+    for r in rows:
+        assert r["unreachable"] == (r["constants"]["E"] >= 1.9)
+        assert (r["options"] == []) == r["unreachable"]
+    # same A, B, alpha, beta: a higher floor needs a bigger model for the same loss
+    chin = {r["constants"]["E"]: r["options"][0]["params"] for r in rows if r["options"]}
+    assert chin[1.8] > chin[1.69]
