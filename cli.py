@@ -132,17 +132,32 @@ def runs_table(rows: list[dict]) -> Table | str:
     if not rows:
         return "No runs yet. Start one with `python cli.py train tiny`."
     t = Table(title=f"{len(rows)} run(s)")
-    jobs = any(r.get("job_id") for r in rows)  # a Ray job id column only for remote runs
-    for col in ("id", "preset", "status", "steps", "tokens", "final loss", "energy kWh",
-                "tCO2eq", "created (UTC)") + (("job",) if jobs else ()):
-        t.add_column(col, no_wrap=True, justify="right" if col in ("steps", "tokens", "final loss",
-                                                      "energy kWh", "tCO2eq") else "left")
+    # a Ray job id column only for remote runs; carbon-aware waits and pauses only when some
+    # run has them
+    jobs = any(r.get("job_id") for r in rows)
+    extra = [(col, key) for col, key in (("waited", "waited_s"), ("paused", "paused_s"))
+             if any(r.get(key) for r in rows)]
+    cols = ["id", "preset", "status", "steps", "tokens", "final loss", "energy kWh", "tCO2eq",
+            *[col for col, _ in extra], "created (UTC)", *(["job"] if jobs else [])]
+    for col in cols:
+        t.add_column(col, no_wrap=True, justify="left" if col in ("id", "preset", "status",
+                                                                  "created (UTC)", "job") else "right")
     for r in rows:
         t.add_row(r["id"], r["preset"], r["status"], str(r["steps"]), f"{r['tokens']:,}",
                   _num(r["final_loss"], ".4f"), _num(r.get("energy_kwh"), ".4f"),
-                  _num(r.get("tco2eq"), ".2e"), (r["created_at"] or "")[:19],
-                  *((r.get("job_id") or "",) if jobs else ()))
+                  _num(r.get("tco2eq"), ".2e"),
+                  *[_dur(r.get(key)) for _, key in extra], (r["created_at"] or "")[:19],
+                  *([r.get("job_id") or ""] if jobs else []))
     return t
+
+
+def _dur(seconds: float | None) -> str:
+    """1h 05m, 12m 30s, 45s; blank for none."""
+    if not seconds:
+        return ""
+    s = round(seconds)
+    h, m = divmod(s // 60, 60)
+    return f"{h}h {m:02d}m" if h else (f"{m}m {s % 60:02d}s" if m else f"{s}s")
 
 
 def render_run(c: Console, info: dict) -> None:
@@ -202,6 +217,9 @@ def plan_cmd(
     seq_len: Annotated[int, _opt("Sequence length for the memory plan.", "--seq-len")] = 2048,
     micro_batch: Annotated[int, _opt("Sequences per GPU per step for the memory plan.", "--micro-batch")] = 1,
     no_presets: Annotated[bool, _opt("Leave the LLaMA presets out of the comparison.", "--no-presets")] = False,
+    regions: Annotated[Optional[str], _opt("Rank where to train: candidate regions (gcp:europe-west9,gcp:us-central1,FRA,us:iowa) or all, by tCO2eq then $.", "--regions")] = None,
+    region_prices: Annotated[Optional[str], _opt("$ per GPU-hour by region for --regions (gcp:us-central1=2.1,FRA=3.0); others take the training price.", "--region-prices")] = None,
+    regions_for: Annotated[Optional[str], _opt("Option ranked by --regions; default cost-optimal (given in evaluate mode).", "--regions-for")] = None,
 ):
     """Size a model for a target loss and a serving demand (or cost a given one): params, tokens,
     FLOPs, GPU-hours, days, $, MWh, tCO2eq, and memory per GPU. Stores the plan with an id."""
@@ -214,7 +232,8 @@ def plan_cmd(
         throughput=throughput, inference_gpu=inference_gpu, prefill_mfu=prefill_mfu,
         decode_mfu=decode_mfu, price=price, inference_price=inference_price, pue=pue,
         region=region, intensity=intensity, gpu_power_w=gpu_power, seq_len=seq_len,
-        micro_batch=micro_batch, presets=not no_presets)
+        micro_batch=micro_batch, presets=not no_presets, regions=regions,
+        region_prices=region_prices, regions_for=regions_for)
     emit(ctx, plan, lambda c: render_plan(c, plan), json_)
 
 
@@ -284,8 +303,49 @@ def render_plan(c: Console, plan: dict) -> None:
         c.print(f"  {name}: {r['total_bytes_per_device'] / 1e9:.1f} GB per GPU on "
                 f"{r['world_size']} GPUs (activations {r['activations_bytes'] / 1e9:.1f} GB); "
                 f"{need}")
+    if plan.get("fit_interval") is not None:
+        render_fit_interval(c, plan["fit_interval"], fit["name"])
+    if plan.get("regions"):
+        render_regions(c, plan["regions"], plan["regions_for"])
     if plan.get("id"):
         c.print(f"Stored as plan {plan['id']}.")
+
+
+def render_regions(c: Console, rows: list[dict], label: str) -> None:
+    t = Table(title=f"where to train ({label}, training only)")
+    for col in ("rank", "region", "kg/kWh", "MWh", "tCO2eq", "x best", "$/GPU-h", "cost $",
+                "intensity source"):
+        t.add_column(col, justify="left" if col in ("region", "intensity source") else "right",
+                     no_wrap=col != "intensity source")
+    for r in rows:
+        t.add_row(str(r["rank"]), r["region"], f"{r['intensity_kg_per_kwh']:.3f}",
+                  f"{r['energy_mwh']:.4g}", f"{r['tco2eq']:.4g}",
+                  _num(r["tco2eq_vs_best"], ".2f"), _num(r["price_usd_per_gpu_hour"], ".2f"),
+                  _si(r["cost_usd"]), r["intensity_source"])
+    c.print(t)
+
+
+def render_fit_interval(c: Console, fi: dict, name: str) -> None:
+    if not fi["rows"]:
+        c.print(f"Fit {name} has no bootstrap draws: refit with --bootstrap N to see its "
+                "uncertainty.")
+        return
+    t = Table(title=f"across fit {name}'s uncertainty: {fi['n_bootstrap']} bootstrap refits, "
+                    f"ranked by compute-optimal N at {fi['budget_flops']:.3g} FLOPs")
+    for col in ("pct", "E", "alpha", "beta", "option", "params", "tokens", "tok/param",
+                "GPU-hours", "cost $", "tCO2eq"):
+        t.add_column(col, justify="left" if col == "option" else "right", no_wrap=True)
+    for row in fi["rows"]:
+        k = row["constants"]
+        head = [f"p{round(100 * row['quantile'])}", f"{k['E']:.3f}", f"{k['alpha']:.3f}",
+                f"{k['beta']:.3f}"]
+        if row["unreachable"]:
+            t.add_row(*head, "target loss <= E: unreachable", *[""] * 6)
+        for i, o in enumerate(row["options"]):
+            t.add_row(*(head if i == 0 else [""] * 4), o["label"], _si(o["params"]),
+                      _si(o["tokens"]), f"{o['tokens_per_param']:.1f}", _si(o["gpu_hours"]),
+                      _si(o["cost_usd"]), f"{o['tco2eq']:.4g}")
+    c.print(t)
 
 
 def models_table(rows: list[dict]) -> Table:

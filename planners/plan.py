@@ -21,8 +21,10 @@ from planners import footprint as fp
 from planners import grid, sizing
 from planners.errors import BadInput
 from planners.hardware import GPU, get_gpu
+from planners.fitting import interval_laws
 from planners.memory import NEVER_FITS, llama_shape, min_devices, nodes_for, plan_memory
-from planners.scaling import LossLaw, resolve_fit
+from planners.regions import parse_region_prices, rank_regions
+from planners.scaling import FITS, LossLaw, law_from_constants, resolve_fit, stored_fit_details
 from planners.units import parse_count, parse_int_count
 
 LLAMA_MFU = 0.48  # LLaMA-65B: 380 tokens/s/GPU on A100 at 6·N FLOPs per token (LLaMA §2.4)
@@ -222,12 +224,18 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
               pue: float | None = None, region: str | None = None,
               intensity: float | None = None, gpu_power_w: float | None = None,
               seq_len: int = SEQ_LEN, micro_batch: int = MICRO_BATCH,
-              presets: bool = True) -> dict:
+              presets: bool = True, regions: str | list[str] | None = None,
+              region_prices: str | dict[str, float] | None = None,
+              regions_for: str | None = None, fit_details: dict | None = None) -> dict:
     """Size (or, with `model`, evaluate) a model for a target loss and a serving demand.
 
     Optimise mode (`target`): options chinchilla, inference-optimal, cost-optimal.
     Evaluate mode (`model` + `train_tokens`): option "given", then the three optima at the
     loss the given model reaches. Both add the LLaMA presets for context unless `presets=False`.
+    `regions` (names or "all"): rank where to train the `regions_for` option (default the
+    recommended one: cost-optimal, or "given" in evaluate mode), with `region_prices`.
+    `fit_details` (a stored fit's details, with its bootstrap): add "fit_interval"; read from
+    `store` when `fit` names a stored fit.
     """
     law = fit if isinstance(fit, LossLaw) else resolve_fit(fit, store)
     a: dict[str, Any] = {}
@@ -341,6 +349,18 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
         o["savings_vs_chinchilla"] = _savings(o, base)
     if mode == "optimise":
         memory_for = ("cost-optimal", cost.params, llama_shape(cost.params), None)
+    extra: dict[str, Any] = {}
+    if regions is not None:
+        extra["regions_for"], extra["regions"] = where_to_train(
+            options, regions, region_prices, regions_for or memory_for[0], s)
+    elif region_prices is not None or regions_for is not None:
+        raise BadInput("--region-prices and --regions-for go with --regions (a list of regions "
+                       "or all)")
+    if fit_details is None and store is not None and isinstance(fit, str) \
+            and fit.strip().lower() not in FITS and "=" not in fit:
+        fit_details = stored_fit_details(store, fit.strip())
+    if fit_details is not None:
+        extra["fit_interval"] = fit_interval(fit_details, loss, s, base["train_flops"])
 
     _check_int(seq_len, "--seq-len")
     _check_int(micro_batch, "--micro-batch")
@@ -359,7 +379,67 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
         "options": options,
         "memory": memory_plan(*memory_for, gpu=g, gpus=n_gpus, seq_len=seq_len,
                               micro_batch=micro_batch),
+        **extra,
     }
+
+
+def where_to_train(options: list[dict], regions: str | list[str],
+                   region_prices: str | dict[str, float] | None, label: str,
+                   s: Setup) -> tuple[str, list[dict]]:
+    """Rank `regions` for training option `label`: its training energy (the plan's GPU power and
+    PUE) under each region's grid, and its training GPU-hours at each region's price (default the
+    plan's training price). Serving is left out: it runs wherever the model is deployed."""
+    row = next((o for o in options if o["label"] == label), None)
+    if row is None:
+        raise BadInput(f"--regions-for {label!r} is not an option of this plan; use one of "
+                       f"{', '.join(o['label'] for o in options)}")
+    prices = region_prices if isinstance(region_prices, dict) else \
+        parse_region_prices(region_prices)
+    ranked = rank_regions(row["train_energy_mwh"], row["train_gpu_hours"], regions,
+                          prices=prices, default_price=s.price)
+    unused = sorted(set(prices) - {r["region"] for r in ranked})
+    if unused:
+        raise BadInput(f"--region-prices names {unused[0]!r}, which is not among --regions; "
+                       "price only the candidate regions")
+    for r in ranked:
+        r["price_source"] = "given (--region-prices)" if r["region"] in prices else \
+            "the plan's training price"
+    return label, ranked
+
+
+FIT_QUANTILES = (0.05, 0.5, 0.95)
+
+
+def fit_interval(details: dict, target_loss: float, s: Setup, budget_flops: float) -> dict:
+    """How the recommendation moves across a stored fit's uncertainty: for the bootstrap draws at
+    the 5th, 50th and 95th percentile of compute-optimal N at `budget_flops` (the plan's
+    Chinchilla training FLOPs), the chinchilla, inference-optimal and cost-optimal options at the
+    same target loss and demand. A draw whose E is at or above the target marks its row
+    unreachable."""
+    laws = interval_laws(details, budget_flops=budget_flops, quantiles=FIT_QUANTILES)
+    rows = []
+    for q, constants in zip(FIT_QUANTILES, laws):
+        law = law_from_constants(f"bootstrap p{round(100 * q)}", constants, "bootstrap draw")
+        row: dict[str, Any] = {"quantile": q, "constants": law.constants(), "options": []}
+        if target_loss <= law.E:
+            row["unreachable"] = True
+            rows.append(row)
+            continue
+        t = replace(s, law=law)
+        chin = sizing.chinchilla_point(law, target_loss)
+        inf = sizing.inference_optimal(law, target_loss, s.prompt_tokens + s.output_tokens)
+        cost = sizing.cost_optimal(law, target_loss, **t.rates)
+        for label, p in (("chinchilla", chin), ("inference-optimal", inf), ("cost-optimal", cost)):
+            o = option(label, p.params, p.tokens, t)
+            row["options"].append({k: o[k] for k in (
+                "label", "params", "tokens", "tokens_per_param", "total_flops", "gpu_hours",
+                "cost_usd", "energy_mwh", "tco2eq")})
+        row["unreachable"] = False
+        rows.append(row)
+    return {"n_bootstrap": details.get("n_bootstrap", len(details.get("bootstrap", []))),
+            "level": details.get("level"), "budget_flops": budget_flops,
+            "ranked_by": "compute-optimal params at the plan's Chinchilla training FLOPs",
+            "rows": rows}
 
 
 def _check_int(value: Any, flag: str) -> None:
@@ -395,7 +475,8 @@ def memory_plan(label: str, n: float, shape: ModelArgs, preset: str | None, *, g
 def plan_and_store(store, **kwargs: Any) -> dict:  # noqa: ANN001 (orchestrator.store.Store)
     """make_plan(...), stored with its inputs; the plan gets the store's id under "id"."""
     plan = make_plan(store=store, **kwargs)
-    inputs = {k: v for k, v in kwargs.items() if v is not None and not isinstance(v, LossLaw)}
+    inputs = {k: v for k, v in kwargs.items() if v is not None and k != "fit_details"
+              and not isinstance(v, LossLaw)}
     plan = {"id": store.add_plan(inputs, plan), **plan}
     return plan
 

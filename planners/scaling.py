@@ -107,6 +107,19 @@ def _stored_fits(store) -> dict[str, tuple[dict, str]]:  # noqa: ANN001 (duck-ty
                 for f in s.scalars(select(Fit))}
 
 
+def stored_fit_details(store, name: str) -> dict | None:  # noqa: ANN001 (duck-typed store)
+    """A stored fit's details (bootstrap draws, intervals; see orchestrator/fits.save_fit), or
+    None when no fit of that name is stored. Read like `_stored_fits`: lazily, through the
+    store's session, or from any object offering `fit_details(name)`."""
+    if not hasattr(store, "read"):
+        return store.fit_details(name) if hasattr(store, "fit_details") else None
+    from orchestrator.store import Fit
+
+    with store.read() as s:
+        row = s.get(Fit, name)
+        return None if row is None else dict(row.details or {})
+
+
 def resolve_fit(spec: str | None, store=None, *,  # noqa: ANN001 (duck-typed store)
                 fits: Mapping[str, Mapping[str, Any]] | None = None) -> LossLaw:
     """`chinchilla` (default) / `epoch` / `E=..,A=..,B=..,alpha=..,beta=..` / a stored fit name.
