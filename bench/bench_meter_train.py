@@ -118,6 +118,8 @@ def render(res: dict) -> str:
         "0.07% of the process CPU (synthetic MLP loop); the MeterActor process also carries "
         "Ray's own threads (gRPC, the core worker), which this figure includes.", "",
     ]
+    if res.get("notes"):
+        lines += ["## Reading", ""] + [f"- {n}" for n in res["notes"]] + [""]
     return "\n".join(lines)
 
 
@@ -129,7 +131,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-tokens", type=int, default=1024)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--out", default=str(tb.RESULTS / "meter_train.md"))
+    p.add_argument("--from-json", default=None, help="only re-render a results .json")
     args = p.parse_args(argv)
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text())
+        Path(args.out).write_text(render(res))
+        return 0
 
     home = Path(args.home)
     tb.ensure_demo(home)
