@@ -27,13 +27,26 @@ def time_calls(calls: int, channel) -> dict:
 
     from orchestrator.train import _Reporter, _ray_metrics, memory_bytes
 
+    import ray
+
     rep = _Reporter(channel, 0)
+    pending = [channel.get_command.remote()]
+
+    def pipelined_poll():  # the proposal: read last step's answer if it is in, ask again
+        ready, _ = ray.wait(pending, timeout=0)
+        if not ready:
+            return None
+        command = ray.get(pending[0])
+        pending[0] = channel.get_command.remote()
+        return command
+
     cpu = torch.device("cpu")
     payload = dict(step=1, tokens=2048, loss=7.0, lr=1e-3, grad_norm=1.0, tokens_per_s=1e4,
                    mfu=0.5, memory_bytes=1 << 30, time=time.time())
     cases = {
         "send step (put.remote)": lambda: rep.send("step", **payload),
         "command poll (blocking ray.get)": rep.command,
+        "command poll, pipelined (proposal: ray.wait timeout 0)": pipelined_poll,
         "memory_bytes (psutil RSS)": lambda: memory_bytes(cpu),
         "ray metric gauges": lambda: _ray_metrics(7.0, 1e4, 0.5, "bench"),
     }
@@ -66,7 +79,7 @@ def main(argv=None) -> int:
     res = {"machine": tb.machine(), "uptime_before": tb.uptime(),
            "calls": ray.get(timer.remote(args.calls, channel))}
     res["uptime_after"] = tb.uptime()
-    total = sum(c["median_us"] for c in res["calls"].values())
+    total = sum(c["median_us"] for n, c in res["calls"].items() if "proposal" not in n)
     m = res["machine"]
     lines = ["# Per-step bookkeeping in the training loop (bench/bench_step_overhead.py)", "",
              f"- date: {m['date']}; {m['platform']}; CPU: {m['cpu']}; cores: {m['cores']}; "
@@ -77,7 +90,8 @@ def main(argv=None) -> int:
              "", "| per-step call | median µs | p90 µs | max µs |", "|---|---|---|---|"]
     for name, c in res["calls"].items():
         lines.append(f"| {name} | {c['median_us']:.0f} | {c['p90_us']:.0f} | {c['max_us']:.0f} |")
-    lines += ["", f"Sum of the medians: **{total / 1000:.2f} ms per step**.", ""]
+    lines += ["", f"Sum of the medians (as train.py does it today, the proposal left out): "
+              f"**{total / 1000:.2f} ms per step**.", ""]
     res["sum_median_ms"] = total / 1000
     out = Path(args.out)
     out.write_text("\n".join(lines))
