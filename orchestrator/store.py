@@ -240,7 +240,9 @@ class Store:
             if path is not None:
                 raw = self._writer.raw_connection()  # outside any transaction: WAL needs that
                 try:
-                    raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+                    con = raw.driver_connection
+                    if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        con.execute("PRAGMA journal_mode=WAL")  # once per database file
                 finally:
                     raw.close()
             if migrate:
