@@ -90,7 +90,7 @@ def data_vocab(data: str, home: Home | None) -> int | None:
 def preset_for(p: LadderPoint, sid: str, lr: float = SWEEP_LR) -> Preset:
     """The ladder point as a Preset for the trainer: its shape, batch, sequence, and a schedule
     as long as the run (Chinchilla: the cosine cycle must match the run's token count)."""
-    return Preset(name=f"{sid}-c{p.budget_flops:.0e}-n{p.params}", args=p.args, lr=lr,
+    return Preset(name=f"{sid}-c{p.budget_flops:.2g}-n{p.params}", args=p.args, lr=lr,
                   batch_tokens=p.batch_tokens, train_tokens=p.tokens, seq_len=p.seq_len,
                   warmup_steps=max(1, min(100, p.steps // 20)),
                   note=f"IsoFLOP point: budget {p.budget_flops:.3g} FLOPs, size {p.size_index}")
@@ -160,7 +160,7 @@ def _train(store: Store, item: SweepItem, sid: str, data: str, seed: int, lr: fl
         raise RunFailed(f"training is not available ({e}); `sweep --dry-run` shows the ladder") from None
     result = train_run(store, preset_for(item.point, sid, lr), item.point.tokens, data=data,
                        seed=seed, config_extra={"sweep": item.key}, home=home,
-                       name=f"{sid} C={item.point.budget_flops:.0e} N={item.point.params:,}")
+                       name=f"{sid} C={item.point.budget_flops:.2g} N={item.point.params:,}")
     if isinstance(result, str):
         run_id = result
     elif isinstance(result, dict):

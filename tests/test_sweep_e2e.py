@@ -17,7 +17,6 @@ SWEEP = ("sweep", "--budgets", "1e9,2e9", "--sizes", "3", "--batch-tokens", "512
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
 def test_real_sweep_trains_resumes_and_fits_or_refuses(tcli, train_home):
     first = tcli(*SWEEP)
     assert first.code == 0, first.stderr
