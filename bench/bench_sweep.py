@@ -131,7 +131,8 @@ def write_report(a, sweep: dict, again_wall: float, fit: dict, fit_wall: float, 
         f"torch {torch.__version__}, python {platform.python_version()}",
         f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         "- shared machine: other helpers were training and testing at the same time (load "
-        "average 30-50 on 2 cores), so every time below is noisy and slower than an idle machine",
+        f"average {os.getloadavg()[0]:.0f} when this report was written), so every time below "
+        "is noisy and slower than on an idle machine",
         f"- reproduce: `python bench/bench_sweep.py --budgets {a.budgets} --batch-tokens "
         f"{a.batch_tokens} --lr {a.lr} --flops-per-s {a.flops_per_s}` (resumes a sweep already "
         "in its --home)",
