@@ -56,3 +56,21 @@ def test_real_sweep_trains_resumes_and_fits_or_refuses(tcli, train_home):
         assert all(v == v for v in rec["constants"].values())  # finite, not NaN
     else:  # six runs is the fewest the law allows; a refusal must say why
         assert fit.code == 2 and fit.stderr.strip() and "Traceback" not in fit.stderr
+
+
+def test_ladder_vocabulary_follows_the_data_set(home, run_cli):
+    """The ladder's models take the prepared data set's vocabulary (a manifest is all a dry run
+    reads); a smaller --vocab-size than the tokenizer's is refused."""
+    from tests.conftest import assert_bad_input
+
+    plain = run_cli("sweep", "--budgets", "1e13,3e13", "--dry-run", "--json").json()
+    assert plain["assumptions"]["vocab_size"] == 8192  # nothing prepared yet
+    (home / "data" / "mine").mkdir(parents=True)
+    (home / "data" / "mine" / "manifest.json").write_text('{"vocab_size": 2048}')
+    mine = run_cli("sweep", "--budgets", "1e13,3e13", "--data", "mine", "--dry-run", "--json").json()
+    assert mine["assumptions"]["vocab_size"] == 2048
+    assert all(p["model_args"]["vocab_size"] == 2048 for p in mine["points"])
+    assert mine["points"][0]["params"] < plain["points"][0]["params"]
+    assert mine["sweep_id"] != plain["sweep_id"]
+    assert_bad_input(run_cli("sweep", "--budgets", "1e13,3e13", "--data", "mine", "--vocab-size",
+                             "1000", "--dry-run"), "--vocab-size 1000", "2048")
