@@ -951,6 +951,8 @@ def sweep_cmd(
     tokens_per_param: Annotated[float, typer.Option(help="Prior tokens per parameter at the optimum: the ladder's centre.")] = 20.0,
     spread: Annotated[float, typer.Option(help="Largest size over the prior optimum (smallest: its inverse).")] = 3.0,
     batch_tokens: Annotated[str, typer.Option(help="Tokens per optimiser step.")] = "2048",
+    vocab_size: Annotated[Optional[int], typer.Option(help="The models' vocabulary (default: the data set's tokenizer's).")] = None,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of every run (cosine to 10%).")] = 1e-3,
     json_: JsonOpt = False,
 ):
     """Train an IsoFLOP ladder: for each budget, `--sizes` models with D = C/(6N) (resumable)."""
@@ -962,6 +964,7 @@ def sweep_cmd(
                      flops_per_s=parse_count(flops_per_s, "--flops-per-s"),
                      tokens_per_param=tokens_per_param, spread=spread,
                      batch_tokens=parse_int_count(batch_tokens, "--batch-tokens"),
+                     vocab_size=vocab_size, lr=lr, home=home_of(ctx),
                      progress=lambda item: err().print(
                          f"training budget {item.point.budget_flops:.2g} FLOPs, "
                          f"N={item.point.params:,}, D={item.point.tokens:,}"))

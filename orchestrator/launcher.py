@@ -886,12 +886,13 @@ def train_remote(store: Store, home: Home, req: TrainRequest, *,
 
 
 def train_run(store: Store, preset: Preset, tokens: int, *, data: str, seed: int,
-              config_extra: dict, name: str) -> str:
+              config_extra: dict, name: str, home: Home | None = None) -> str:
     """One run of a scaling-law sweep: `preset` may be a shape outside the registry; the
-    schedule spans exactly `tokens` (Chinchilla: the cosine cycle matches the run)."""
+    schedule spans exactly `tokens` (Chinchilla: the cosine cycle matches the run). `home`:
+    the CLI's (--home), else $TALLY_HOME."""
     steps = max(1, int(tokens) // preset.batch_tokens)
     req = TrainRequest(preset=preset.name, custom_preset=preset_dict(preset), tokens=tokens,
                        max_steps=steps, batch_tokens=preset.batch_tokens, data=data, seed=seed,
                        name=name, dashboard=False, config_extra=config_extra,
                        checkpoint_every=max(steps, 1))
-    return train(store, Home.resolve(), req)["id"]
+    return train(store, home or Home.resolve(), req)["id"]

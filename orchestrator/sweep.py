@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from model.presets import Preset
 from orchestrator.fits import final_val_loss, sweep_runs
+from orchestrator.home import Home
 from orchestrator.store import Run, Store
 from planners.errors import BadInput, RunFailed
 from planners.isoflop import LadderPoint, isoflop_ladder
@@ -24,7 +25,8 @@ from planners.isoflop import LadderPoint, isoflop_ladder
 # 3.3M-parameter model ran about 8k tokens/s on one process (shared/reference/ray-and-torch.md),
 # 6 * 3.3e6 * 8e3 = 1.6e11. Only used for the predicted time; override with --flops-per-s.
 CPU_FLOPS_PER_S = 1.5e11
-SWEEP_LR = 1e-3  # the tiny preset's peak learning rate, for every size of the ladder
+SWEEP_LR = 1e-3  # the tiny preset's peak learning rate, for every size of the ladder (--lr)
+DEFAULT_VOCAB = 8192  # the ladder's vocabulary when the data set is not prepared yet (dry runs)
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,22 @@ def decide(points: list[LadderPoint], sid: str, data: str, seed: int,
     return items
 
 
-def preset_for(p: LadderPoint, sid: str) -> Preset:
+def data_vocab(data: str, home: Home | None) -> int | None:
+    """The vocabulary of the prepared data set's tokenizer (None when it is not prepared): the
+    ladder's models must use it, or N would count embedding rows no token ever reaches."""
+    from orchestrator.data import dataset_dir
+
+    manifest = dataset_dir(data, home) / "manifest.json"
+    try:
+        return int(json.loads(manifest.read_text())["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def preset_for(p: LadderPoint, sid: str, lr: float = SWEEP_LR) -> Preset:
     """The ladder point as a Preset for the trainer: its shape, batch, sequence, and a schedule
     as long as the run (Chinchilla: the cosine cycle must match the run's token count)."""
-    return Preset(name=f"{sid}-c{p.budget_flops:.0e}-n{p.params}", args=p.args, lr=SWEEP_LR,
+    return Preset(name=f"{sid}-c{p.budget_flops:.2g}-n{p.params}", args=p.args, lr=lr,
                   batch_tokens=p.batch_tokens, train_tokens=p.tokens, seq_len=p.seq_len,
                   warmup_steps=max(1, min(100, p.steps // 20)),
                   note=f"IsoFLOP point: budget {p.budget_flops:.3g} FLOPs, size {p.size_index}")
@@ -88,17 +102,29 @@ def existing_runs(store: Store, sid: str) -> list[dict]:
 
 
 def run_sweep(store: Store, budgets: list[float], sizes: int, *, data: str = "demo", seed: int = 0,
-              dry_run: bool = False, flops_per_s: float = CPU_FLOPS_PER_S, vocab_size: int = 8192,
-              seq_len: int = 256, batch_tokens: int = 2048, tokens_per_param: float = 20.0,
-              spread: float = 3.0, progress=None) -> dict:
+              dry_run: bool = False, flops_per_s: float = CPU_FLOPS_PER_S,
+              vocab_size: int | None = None, seq_len: int = 256, batch_tokens: int = 2048,
+              tokens_per_param: float = 20.0, spread: float = 3.0, lr: float = SWEEP_LR,
+              home: Home | None = None, progress=None) -> dict:
     """Build the ladder, decide what is left, and (unless `dry_run`) train it point by point.
+    `vocab_size` None: the data set's tokenizer's (8192 when it is not prepared yet).
     Returns {"sweep_id", "points": [...], "assumptions", totals}."""
     if not flops_per_s > 0:
         raise BadInput(f"--flops-per-s {flops_per_s!r} must be > 0 (e.g. 1.5e11)")
+    if not (lr > 0 and lr < 1):
+        raise BadInput(f"--lr {lr!r} must be between 0 and 1 (e.g. 1e-3)")
+    home = home or Home.resolve()
+    have = data_vocab(data, home)
+    if vocab_size is None:
+        vocab_size = have or DEFAULT_VOCAB
+    elif have is not None and vocab_size < have:
+        raise BadInput(f"--vocab-size {vocab_size} is smaller than data set {data!r}'s "
+                       f"tokenizer ({have} tokens); give at least {have} or leave it out")
     ladder_opts = dict(vocab_size=vocab_size, seq_len=seq_len, batch_tokens=batch_tokens,
                        tokens_per_param=tokens_per_param, spread=spread)
     points = isoflop_ladder(budgets, sizes, **ladder_opts)
-    sid = sweep_id(budgets, sizes, data, seed, **ladder_opts)
+    sid = sweep_id(budgets, sizes, data, seed, **ladder_opts,
+                   **({} if lr == SWEEP_LR else {"lr": lr}))
     items = decide(points, sid, data, seed, existing_runs(store, sid))
     rows = []
     for item in items:
@@ -106,7 +132,7 @@ def run_sweep(store: Store, budgets: list[float], sizes: int, *, data: str = "de
         if status == "todo" and not dry_run:
             if progress:
                 progress(item)
-            run_id = _train(store, item, sid, data, seed)
+            run_id = _train(store, item, sid, data, seed, lr, home)
             ev = final_val_loss(store, run_id)
             if ev is None:
                 raise RunFailed(f"sweep run {run_id} finished without a validation loss "
@@ -122,18 +148,19 @@ def run_sweep(store: Store, budgets: list[float], sizes: int, *, data: str = "de
         "done": sum(r["status"] in ("done", "trained") for r in rows), "todo": len(todo),
         "predicted_time_s_left": sum(r["predicted_time_s"] for r in todo),
         "assumptions": {"flops_per_s": flops_per_s, "flops_counted_as": "6*N*D",
-                        "lr": SWEEP_LR, **ladder_opts},
+                        "lr": lr, **ladder_opts},
     }
 
 
-def _train(store: Store, item: SweepItem, sid: str, data: str, seed: int) -> str:
+def _train(store: Store, item: SweepItem, sid: str, data: str, seed: int, lr: float,
+           home: Home) -> str:
     try:
         from orchestrator.launcher import train_run  # the training path (issue 5), lazily
     except ImportError as e:
         raise RunFailed(f"training is not available ({e}); `sweep --dry-run` shows the ladder") from None
-    result = train_run(store, preset_for(item.point, sid), item.point.tokens, data=data, seed=seed,
-                       config_extra={"sweep": item.key},
-                       name=f"{sid} C={item.point.budget_flops:.0e} N={item.point.params:,}")
+    result = train_run(store, preset_for(item.point, sid, lr), item.point.tokens, data=data,
+                       seed=seed, config_extra={"sweep": item.key}, home=home,
+                       name=f"{sid} C={item.point.budget_flops:.2g} N={item.point.params:,}")
     if isinstance(result, str):
         run_id = result
     elif isinstance(result, dict):

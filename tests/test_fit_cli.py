@@ -76,11 +76,11 @@ def test_sweep_dry_run_then_resume_after_runs_finish(home, run_cli):
 
 
 def test_sweep_trains_only_what_is_left_through_train_run(home, run_cli, monkeypatch):
-    """The launcher (issue 5) is not part of this branch: a stand-in train_run with the agreed
-    signature records a run the way the trainer will, so the sweep loop itself is exercised."""
+    """The sweep loop's bookkeeping alone, fast: a stand-in train_run with the launcher's
+    signature records a run the way the trainer does (tests/test_sweep_e2e.py trains for real)."""
     calls = []
 
-    def train_run(store, preset, tokens, *, data, seed, config_extra, name):
+    def train_run(store, preset, tokens, *, data, seed, config_extra, name, home=None):
         calls.append((preset.args.dim, tokens))
         run = store.create_run(preset.name, {"data": data, "seed": seed, **config_extra},
                                name=name, status="completed")
