@@ -13,6 +13,7 @@ the newest complete checkpoint. Writes what happened as JSON.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -32,9 +33,13 @@ def main(home_dir: str, out: str) -> None:
     from tests.reliability.conftest import events, losses, request, step_times, val_loss
 
     result: dict = {"phase": "cluster"}
+    stuck = False
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
+        # anything that would auto-connect (a late ray.get after shutdown) finds this cluster,
+        # never another instance on the machine
+        os.environ["RAY_ADDRESS"] = cluster.address
         workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
@@ -53,7 +58,7 @@ def main(home_dir: str, out: str) -> None:
         result["phase"] = "training"
         thread = threading.Thread(target=run)
         thread.start()
-        deadline = time.time() + 200
+        deadline = time.time() + float(os.environ.get("TALLY_NODE_LOSS_TIMEOUT_S", 240))
         while time.time() < deadline and thread.is_alive():
             if "run_id" in started and losses(home.root, started["run_id"]) and \
                     losses(home.root, started["run_id"])[-1][0] >= KILL_AFTER:
@@ -70,6 +75,7 @@ def main(home_dir: str, out: str) -> None:
         result["replacement_joined_s"] = round(time.time() - t_lost, 2)
         thread.join(timeout=max(1.0, deadline - time.time()))
         result["phase"] = "joined" if not thread.is_alive() else "timed out"
+        stuck = thread.is_alive()
         result["outcome"] = {k: (v if k == "error" else v.get("status"))
                              for k, v in outcome.items()}
         result["status"] = Store(home.db_url).get_run(run_id).status
@@ -82,10 +88,10 @@ def main(home_dir: str, out: str) -> None:
         result["error"] = traceback.format_exc()
     finally:
         Path(out).write_text(json.dumps(result))
-        try:
-            ray.shutdown()
-        finally:
-            cluster.shutdown()
+        if stuck:  # the training thread still holds Ray: leave at once; the test kills the group
+            os._exit(3)
+        ray.shutdown()
+        cluster.shutdown()
 
 
 if __name__ == "__main__":
