@@ -64,7 +64,7 @@ def killed(rel_home, tmp_path_factory):
         proc = subprocess.Popen([PY, str(ROOT / "cli.py"), "train", "tiny", *FAST, *LAUNCH,
                                  "--json"], cwd=ROOT, env=env, stdout=fo, stderr=fe,
                                 start_new_session=True)
-    deadline = time.time() + 240
+    deadline = time.time() + 480  # generous: a loaded shared machine
     run_id, step = None, 0
     while time.time() < deadline and proc.poll() is None:
         run_id, step = _max_step(home / "tally.db")
@@ -114,8 +114,8 @@ def test_resume_after_driver_kill_equals_an_uninterrupted_run(killed, reference,
     assert_same_history(losses(home, run_id), reference["losses"], rel=1e-4)
     assert val_loss(home, run_id) == pytest.approx(reference["val_loss"], rel=1e-4)
     resumed = events(home, run_id, "resume")[-1].details
-    assert resumed["step"] == 3 * (killed["killed_after_step"] // 3) or \
-        resumed["step"] == 3 * ((killed["killed_after_step"] + 1) // 3)
+    k = killed["killed_after_step"]  # stored when killed; the workers may have been 1-2 ahead
+    assert resumed["step"] % 3 == 0 and 3 * (k // 3) <= resumed["step"] <= k + 2, (k, resumed)
     first_new = min(t for _, t in step_times(home, run_id) if t > t_resume)
     record("driver-sigkill", injections=1, killed_after_step=killed["killed_after_step"],
            resumed_from_step=resumed["step"], survived=True, steps=STEPS,

@@ -23,14 +23,15 @@ def test_node_lost_mid_run_is_survived(rel_home, reference, tmp_path):
     home = copy_home(rel_home, tmp_path / "home")
     out = tmp_path / "result.json"
     ray_tmp = tempfile.mkdtemp(prefix="tn-", dir="/tmp")
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "TALLY_HOME": str(home)}
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "TALLY_HOME": str(home),
+           "TALLY_NODE_LOSS_TIMEOUT_S": "540"}
     for k in ("TALLY_DB", "RAY_ADDRESS"):
         env.pop(k, None)
     proc = subprocess.Popen([PY, "-m", "tests.reliability.node_loss_run", str(home), str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
-        log, _ = proc.communicate(timeout=280)
+        log, _ = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         log, _ = proc.communicate()
