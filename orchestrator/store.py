@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from planners.errors import BadInput
+from planners.errors import BadInput, RunFailed
 
 BUSY_TIMEOUT_MS = 60_000
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -249,6 +249,9 @@ class Store:
                 self._migrate()
         except (DatabaseError, sqlite3.DatabaseError) as e:
             self.close()
+            if _disk_trouble(e):  # a full disk is a run-time failure, not bad input
+                raise RunFailed(f"database {self.url!r} cannot be written: {_short(e)} (is its "
+                                "disk full?); free space there and retry") from None
             raise BadInput(f"database {self.url!r} cannot be used: {_short(e)}; give --db a tally "
                            "SQLite file or a SQLAlchemy URL") from None
 
@@ -296,8 +299,14 @@ class Store:
     # -- sessions -----------------------------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._write_sessions.begin() as session:
-            yield session
+        try:
+            with self._write_sessions.begin() as session:
+                yield session
+        except OperationalError as e:  # rolled back: what was committed before stays
+            if _disk_trouble(e):
+                raise RunFailed(f"database {self.url!r} cannot be written: {_short(e)} (is its "
+                                "disk full?); free space there and retry") from None
+            raise
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -446,6 +455,12 @@ def run_summary(run: Run, n_steps: int, last_step: int | None, tokens: int | Non
 
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat(timespec="seconds") + "Z" if t else None
+
+
+def _disk_trouble(e: Exception) -> bool:
+    """SQLite's words for a write the file system refused (ENOSPC, EFBIG, EIO)."""
+    text = str(getattr(e, "orig", None) or e).lower()
+    return "disk i/o error" in text or "database or disk is full" in text
 
 
 def _short(e: Exception) -> str:
