@@ -157,12 +157,16 @@ def verify(path: Path, share: tuple[int, int] = (0, 1)) -> str | None:
     return None
 
 
-def find_latest(root: Path, world_verify: bool = True) -> Found | None:
+def find_latest(root: Path, world_verify: bool = True, max_step: int | None = None) -> Found | None:
     """The newest checkpoint that is complete and intact (collective when distributed: every
-    rank checks a share of the files and they agree)."""
+    rank checks a share of the files and they agree), at or before `max_step` when given (the
+    last step the store holds: resuming past it would leave steps unrecorded)."""
     skipped: list[tuple[Path, str]] = []
     rank, world = _rank(), _world()
     for step, path in complete_steps(root):
+        if max_step is not None and step > max_step:
+            skipped.append((path, f"past the last recorded step {max_step}"))
+            continue
         reason = verify(path, (rank, world) if world_verify else (0, 1))
         if dist.is_initialized():
             reasons: list[str | None] = [None] * world

@@ -33,12 +33,24 @@ def _channel_class():
     class Channel:
         """Messages from workers to the driver, and one command from the driver to workers."""
 
-        def __init__(self):
+        def __init__(self, last_step: int = 0):
             self.items: list[dict] = []
             self.command: str | None = None
+            # The newest step whose row the driver holds or will write: a restarted worker
+            # group must not resume from a checkpoint past it, or the steps between would
+            # never be recorded (a driver killed before writing them, say).
+            self.last_step = last_step
 
         def put(self, items: list[dict]) -> None:
+            for item in items:
+                if item.get("type") == "step":
+                    self.last_step = max(self.last_step, item["step"])
+                elif item.get("type") == "resumed":
+                    self.last_step = item["step"]
             self.items.extend(items)
+
+        def step_limit(self) -> int:
+            return self.last_step
 
         def drain(self) -> list[dict]:
             out, self.items = self.items, []
@@ -606,7 +618,12 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
         events({"type": "run", "run_id": run_id, "preset": preset.name,
                 "storage_path": str(run_dir.absolute()), "config": store.get_run(run_id).config})
 
-    channel = _channel_class().remote()
+    # on the driver's node: a worker node lost mid-run must not take the channel with it
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    channel = _channel_class().options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False)).remote(
+        (store.run_summaries([run_id])[0]["last_step"] or 0) if req.resume else 0)
     tcfg = TrainConfig(
         run_id=run_id, preset=preset.name, model_args=preset.args.__dict__.copy(),
         data=str(dataset.root), checkpoint_dir=str(run_dir / "checkpoints"),
@@ -673,8 +690,12 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
     except Exception as e:  # TrainingFailedError and friends
         message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
     finally:
-        driver.finish()
-        ray.kill(channel)
+        try:
+            driver.finish()
+            ray.kill(channel)
+        except Exception as e:  # the run's status must still be written
+            message = message or f"{type(e).__name__}: {e}"
+            status = "failed" if status == "completed" else status
     if status == "budget-stopped":
         message = f"stopped at a checkpoint before the budget {policy.budget} was crossed " \
                   f"(spent {policy._spent}); resume with --resume {run_id} and a new budget"

@@ -232,7 +232,9 @@ def train_loop(config: dict) -> None:
                                   betas=cfg.betas, fused=False)
 
     start = 0
-    found = ckpt.find_latest(Path(cfg.checkpoint_dir))
+    limit = _broadcast(ray.get(channel.step_limit.remote()) if channel is not None and rank == 0
+                       else None)
+    found = ckpt.find_latest(Path(cfg.checkpoint_dir), max_step=limit)
     if found is not None:
         for path, reason in found.skipped:
             reporter.send("log", level="warning", message=f"checkpoint {path.name} not usable "

@@ -141,41 +141,7 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tcli, train_home, refer
     assert store.get_run(half["id"]).status == "completed"
 
 
-@pytest.mark.slow
-def test_a_sigkilled_worker_is_survived_with_an_unbroken_history(tcli, train_home):
-    from orchestrator.launcher import TrainRequest, train
-
-    home = Home(train_home)
-    store = Store(home.db_url)
-    req = TrainRequest(preset="tiny", workers=2, max_steps=16, batch_tokens=1024, micro_batch=2,
-                       checkpoint_every=3, meter=False, dashboard=False, max_failures=2)
-    result: dict = {}
-    started: dict = {}
-    thread = threading.Thread(target=lambda: result.update(
-        train(store, home, req, on_start=started.update)))
-    thread.start()
-    deadline = time.time() + 240
-    while "run_id" not in started and time.time() < deadline:
-        time.sleep(0.2)
-    run_id = started["run_id"]
-    pid_file = Path(started["run_dir"]) / "workers" / "rank1.pid"
-    while time.time() < deadline:
-        done = [s for s, _ in _losses(train_home, run_id)]
-        if done and max(done) >= 7 and pid_file.exists():
-            break
-        time.sleep(0.2)
-    victim = int(pid_file.read_text())
-    os.kill(victim, signal.SIGKILL)
-    thread.join(timeout=300)
-    assert not thread.is_alive()
-    assert result["status"] == "completed", result
-    steps = [s for s, _ in _losses(train_home, run_id)]
-    assert steps == list(range(1, 17))  # no gap, no duplicate
-    with store.read() as s:
-        resumes = [e.details for e in s.scalars(select(RunEvent).where(
-            RunEvent.run_id == run_id, RunEvent.kind == "resume"))]
-    assert resumes and resumes[-1]["step"] in (6, 9)  # from a complete checkpoint
-    assert int(pid_file.read_text()) != victim  # a new worker process finished the run
+# A SIGKILLed worker: tests/reliability/test_worker_kill.py (unbroken history, same model).
 
 
 def test_bad_train_input(tcli, train_home):
