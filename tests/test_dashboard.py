@@ -200,7 +200,9 @@ def test_remote_job_without_final_status_marks_run_failed(head, tmp_path):
 
 
 @pytest.mark.slow
-def test_remote_refused_without_or_with_wrong_token(head, tmp_path):
+def test_remote_refused_without_or_with_wrong_token(head, tmp_path, monkeypatch):
+    for var in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"):  # an earlier test's embedded Ray
+        monkeypatch.delenv(var, raising=False)            # may have left its token here
     (tmp_path / "cli.py").write_text("")
     wrong = tmp_path / "wrong_token"
     wrong.write_text("f" * 64)
