@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -200,18 +201,36 @@ def test_remote_job_without_final_status_marks_run_failed(head, tmp_path):
 
 
 @pytest.mark.slow
-def test_remote_refused_without_or_with_wrong_token(head, tmp_path, monkeypatch):
-    for var in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"):  # an earlier test's embedded Ray
-        monkeypatch.delenv(var, raising=False)            # may have left its token here
+def test_remote_refused_without_or_with_wrong_token(head, tmp_path):
+    """In a fresh process: Ray caches the first auth token a process loads (the session's own
+    test Ray made one), which would ride along with a request meant to carry none."""
+    import subprocess
+    import sys
+
     (tmp_path / "cli.py").write_text("")
     wrong = tmp_path / "wrong_token"
     wrong.write_text("f" * 64)
     address = head["info"]["address"]
-    with pytest.raises(BadInput, match=r"requires a token \(401\)"):
-        submit_and_follow(address, ["x"], token_path=None, working_dir=tmp_path, on_event=print)
-    with pytest.raises(BadInput, match=r"refused the token .* \(403\)"):
-        submit_and_follow(address, ["x"], token_path=str(wrong), working_dir=tmp_path,
-                          on_event=print)
+    probe = (
+        "import sys\n"
+        "from orchestrator.remote import submit_and_follow\n"
+        "from planners.errors import BadInput\n"
+        "for tp in (None, sys.argv[3]):\n"
+        "    try:\n"
+        "        submit_and_follow(sys.argv[1], ['x'], token_path=tp, working_dir=sys.argv[2],\n"
+        "                          on_event=print)\n"
+        "        print('ACCEPTED')\n"
+        "    except BadInput as e:\n"
+        "        print('REFUSED', e)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
+    res = subprocess.run([sys.executable, "-c", probe, address, str(tmp_path), str(wrong)],
+                         cwd=Path(__file__).resolve().parent.parent, env=env,
+                         capture_output=True, text=True, timeout=120)
+    lines = [line for line in res.stdout.splitlines() if line.startswith(("REFUSED", "ACCEPTED"))]
+    assert len(lines) == 2, res.stdout + res.stderr
+    assert re.search(r"requires a token \(401\)", lines[0]), lines[0]
+    assert re.search(r"refused the token .* \(403\)", lines[1]), lines[1]
 
 
 @pytest.fixture(scope="module")
