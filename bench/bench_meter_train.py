@@ -180,11 +180,7 @@ def main(argv=None) -> int:
         "meter_share_of_worker": statistics.median([c["share_of_worker"] for c in metered])
         if metered else float("nan"),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(res))
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
-    print(render(res))
+    tb.write_results(args.out, res, render)
     return 0
 
 

@@ -27,18 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.llama import Transformer, compile_blocks  # noqa: E402
 from model.presets import flops_per_token, get_preset  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model_cpu.md"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def matmul_peak_flops(n: int = 2048, reps: int = 8) -> tuple[float, float]:

@@ -148,11 +148,7 @@ def main(argv=None) -> int:
     res["uptime_after"] = tb.uptime()
     store.close()
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(res))
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
-    print(render(res))
+    tb.write_results(args.out, res, render)
     return 0
 
 

@@ -130,3 +130,14 @@ def train_once(store, home, preset: str, workers: int, steps: int, *, meter: boo
         "run_s": elapsed, "startup_s": (rows[0]["time"] - t0) if rows else None,
         "loadavg_before": load0, "loadavg_after": os.getloadavg(), "rows": rows,
     }
+
+
+def write_results(out: str | Path, res: dict, render) -> None:
+    """bench/results/NAME.md (rendered) and NAME.json beside it; the table on stdout too."""
+    import json
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(res))
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
+    print(render(res))
