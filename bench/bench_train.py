@@ -38,6 +38,19 @@ def fmt_spread(s: dict, scale: float = 1.0, digits: int = 0) -> str:
             f"{f.format(s['max'] * scale)})")
 
 
+def shared_line(res: dict) -> str:
+    """Say whether other jobs shared the machine, from the load averages around the runs."""
+    cores = res["machine"]["cores"] or 1
+    peak = max([r["loadavg_before"][0] for r in res["runs"]]
+               + [r["loadavg_after"][0] for r in res["runs"]] + [0.0])
+    if peak > 1.5 * cores:
+        return (f"- **a shared machine**: the 1-min load reached {peak:.0f} on {cores} cores "
+                "during the runs (other jobs), so every figure is noisy and throughput is a "
+                "lower bound of what an idle machine gives.")
+    return (f"- a quiet machine: the 1-min load stayed at or below {peak:.1f} on {cores} cores "
+            "(the bench's own Ray processes included).")
+
+
 def render(res: dict) -> str:
     m = res["machine"]
     lines = [
@@ -46,9 +59,7 @@ def render(res: dict) -> str:
         f"torch {m['torch']}; python {m['python']}",
         f"- uptime before: `{res['uptime_before']}`",
         f"- uptime after:  `{res['uptime_after']}`",
-        "- **a shared machine**: other helpers ran tests and training on these 2 cores during "
-        "the runs (see the load averages above and per run below), so every figure is noisy "
-        "and throughput is a lower bound of what an idle machine gives.",
+        shared_line(res),
         "- path: `orchestrator.launcher.train` (Ray Train TorchTrainer, FSDP2 `fully_shard` per "
         "block and at the root, gloo, float32, AdamW), demo data, metering and dashboard off; "
         "torch threads per worker = cores / workers.",
@@ -110,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-tokens", type=int, default=None,
                    help="tokens per optimiser step for every run (default: each preset's)")
     p.add_argument("--only", default=None, help="e.g. small:1 (one configuration)")
+    p.add_argument("--compile", action="store_true", help="train with --compile (torch.compile "
+                   "per block) instead of eager")
     p.add_argument("--out", default=str(tb.RESULTS / "train.md"))
     p.add_argument("--from-json", default=None, help="only re-render a results .json")
     args = p.parse_args(argv)
@@ -132,6 +145,7 @@ def main(argv=None) -> int:
     from orchestrator.train import measure_matmul_peak
 
     res = {"machine": tb.machine(), "uptime_before": tb.uptime(), "warmup": args.warmup,
+           "compile": args.compile,
            "batch_tokens": args.batch_tokens, "configs": configs,
            "driver_peak_gflops": measure_matmul_peak(1.0) / 1e9,
            "driver_threads": torch.get_num_threads(), "runs": []}
@@ -139,7 +153,7 @@ def main(argv=None) -> int:
     for preset, workers, steps in configs:
         print(f"{preset} x{workers}: {steps} steps ...", file=sys.stderr, flush=True)
         r = tb.train_once(store, h, preset, workers, steps, warmup=args.warmup,
-                          batch_tokens=args.batch_tokens)
+                          batch_tokens=args.batch_tokens, compile=args.compile)
         print(f"  tokens/s {r['tokens_per_s'].get('median', 0):.0f}, "
               f"MFU {100 * r['mfu'].get('median', 0):.1f}%, {r['run_s']:.0f} s",
               file=sys.stderr, flush=True)

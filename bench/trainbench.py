@@ -95,14 +95,14 @@ def spread(xs: list[float]) -> dict:
 
 def train_once(store, home, preset: str, workers: int, steps: int, *, meter: bool = False,
                batch_tokens: int | None = None, micro_batch: int | None = None,
-               warmup: int = 3, name: str | None = None) -> dict:
+               warmup: int = 3, name: str | None = None, compile: bool = False) -> dict:
     """One real run through launcher.train; its steady-state figures."""
     from model.presets import flops_per_token, get_preset
     from orchestrator.launcher import TrainRequest, train
 
     req = TrainRequest(preset=preset, workers=workers, max_steps=steps, data="demo",
                        batch_tokens=batch_tokens, micro_batch=micro_batch, meter=meter,
-                       dashboard=False, checkpoint_every=steps, keep_last=1,
+                       dashboard=False, checkpoint_every=steps, keep_last=1, compile=compile,
                        name=name or f"bench-{preset}-w{workers}")
     load0, t0 = os.getloadavg(), time.time()
     summary = train(store, home, req)
@@ -117,7 +117,7 @@ def train_once(store, home, preset: str, workers: int, steps: int, *, meter: boo
     peaks = [fpt * r["tokens_per_s"] / (r["mfu"] * workers) for r in steady if r["mfu"]]
     return {
         "run_id": summary["id"], "status": summary["status"], "preset": preset,
-        "workers": workers, "steps": len(rows), "warmup_steps_skipped": warmup,
+        "workers": workers, "compile": compile, "steps": len(rows), "warmup_steps_skipped": warmup,
         "tokens_per_step": tokens_per_step, "flops_per_token": fpt, "params": p.params,
         "meter": meter, "energy_joules": summary.get("energy_joules"),
         "tokens_per_s": spread([r["tokens_per_s"] for r in steady]),
