@@ -293,4 +293,41 @@ def stop_head(home) -> dict:  # noqa: ANN001
                 "dashboard_url": info.get("dashboard_url")}
     n = _kill_group(pgid)
     f.unlink()
+    forget_current_cluster(info.get("gcs_address"))
     return {"stopped": True, "processes": n, "dashboard_url": info.get("dashboard_url")}
+
+
+def _current_cluster_file() -> Path:
+    from ray._common.utils import get_ray_address_file
+
+    return Path(get_ray_address_file(None))
+
+
+def forget_current_cluster(gcs_address: str | None = None) -> bool:
+    """Remove Ray's "current cluster" record (`<ray temp>/ray_current_cluster`, written by
+    `ray start`) when it names `gcs_address` (the head we stopped; compared by port, since Ray
+    writes the node's IP there) or, with no address, a GCS nobody listens on any more.
+
+    Why it matters: killing a head's process group (not `ray stop`) leaves the record behind,
+    and every later Ray process that looks up "the current cluster" waits for a GCS that is
+    gone. Ray Train's placement-group cleaner does that on every run: each later training run
+    then spent 12 s at shutdown waiting for it (measured). Removing a record of a dead cluster
+    is what `ray stop` does. Returns whether the record was removed."""
+    f = _current_cluster_file()
+    try:
+        recorded = f.read_text().strip()
+    except OSError:
+        return False
+    host, _, port = recorded.rpartition(":")
+    if not port.isdigit():
+        return False
+    if gcs_address is not None:
+        stale = gcs_address.rpartition(":")[2] == port
+    else:
+        stale = not _port_in_use(host or "127.0.0.1", int(port))
+    if stale:
+        try:
+            f.unlink()
+        except OSError:
+            return False
+    return stale

@@ -88,9 +88,12 @@ def connect(home: Home, address: str | None, *, dashboard: bool = True) -> RayHa
             raise BadInput(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
                            "give --address ray://HEAD:10001, HEAD:6379 or auto") from None
         return RayHandle(address, getattr(info, "dashboard_url", None), False)
-    from orchestrator.dashboard import ensure_token
+    from orchestrator.dashboard import ensure_token, forget_current_cluster
 
     token = ensure_token(home)
+    # a record of a dead `ray start` cluster would cost every run 12 s at shutdown (Ray
+    # Train's placement-group cleaner waits on it); drop it, as `ray stop` would
+    forget_current_cluster()
     import logging
 
     # Ray warns on stderr that token auth is on (we turned it on); keep stderr for our lines.

@@ -228,8 +228,10 @@ def train_loop(config: dict) -> None:
     accum = per_rank // cfg.micro_batch
 
     model = build_model(cfg, device)
+    # fused: one kernel over all parameters (CPU and CUDA, DTensor shards included); on CPU it
+    # is about 6x faster than the per-parameter loop (bench/results/model_cpu.md)
     optimizer = torch.optim.AdamW(model.optimizer_groups(cfg.weight_decay), lr=cfg.lr,
-                                  betas=cfg.betas, fused=False)
+                                  betas=cfg.betas, fused=True)
 
     start = 0
     limit = _broadcast(ray.get(channel.step_limit.remote()) if channel is not None and rank == 0

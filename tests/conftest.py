@@ -61,6 +61,9 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
+        from orchestrator.dashboard import forget_current_cluster
+
+        forget_current_cluster()  # a dead `ray start` head's record slows every Train run
         ray.init(address="local", num_cpus=4, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     yield ray

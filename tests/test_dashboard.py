@@ -81,6 +81,29 @@ def test_stop_without_a_head_is_a_no_op(run_cli, home):
     assert r.code == 0 and r.json()["stopped"] is False
 
 
+def test_a_dead_clusters_record_is_forgotten_a_live_one_kept(tmp_path, monkeypatch):
+    from orchestrator.dashboard import _current_cluster_file, forget_current_cluster
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    record = _current_cluster_file()
+    assert record == tmp_path / "ray" / "ray_current_cluster"
+    assert forget_current_cluster() is False  # no record: nothing to do
+    record.parent.mkdir()
+    with socket.socket() as live:
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        port = live.getsockname()[1]
+        record.write_text(f"127.0.0.1:{port}")
+        assert forget_current_cluster() is False and record.exists()  # someone listens: kept
+        assert forget_current_cluster("127.0.0.1:1") is False and record.exists()  # not ours
+        assert forget_current_cluster(f"10.0.0.9:{port}") is True  # ours (matched by port)
+        assert not record.exists()
+    record.write_text(f"127.0.0.1:{free_port()}")  # nobody listens there: a dead cluster
+    assert forget_current_cluster() is True and not record.exists()
+    record.write_text("garbage")
+    assert forget_current_cluster() is False and record.exists()
+
+
 def test_event_lines():
     assert parse_event('@tally {"type": "step", "step": 1}') == {"type": "step", "step": 1}
     assert parse_event("plain line @tally {}") is None
@@ -340,6 +363,13 @@ def test_stop_stops_only_its_head(head):
     assert not [pid for pid in mine if psutil.pid_exists(pid) and _alive(pid)]
     assert not (head["home"] / "ray-head.json").exists()
     assert http_status(head["info"]["dashboard_url"] + "/api/version", _token(head)) == 0
+    # `ray start` recorded the head as Ray's "current cluster"; stopping it drops that record
+    # (a stale one cost every later training run 12 s, waited on by Ray Train's PG cleaner)
+    from orchestrator.dashboard import _current_cluster_file
+
+    record = _current_cluster_file()
+    gcs_port = head["info"]["gcs_address"].rpartition(":")[2]
+    assert not record.exists() or record.read_text().strip().rpartition(":")[2] != gcs_port
     again = cli(head["home"], "dashboard", "--stop", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["stopped"] is False
 
