@@ -121,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-tokens", type=int, default=None,
                    help="tokens per optimiser step for every run (default: each preset's)")
     p.add_argument("--only", default=None, help="e.g. small:1 (one configuration)")
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="sequences per forward/backward (default: the launcher's choice)")
     p.add_argument("--compile", action="store_true", help="train with --compile (torch.compile "
                    "per block) instead of eager")
     p.add_argument("--out", default=str(tb.RESULTS / "train.md"))
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
     from orchestrator.train import measure_matmul_peak
 
     res = {"machine": tb.machine(), "uptime_before": tb.uptime(), "warmup": args.warmup,
-           "compile": args.compile,
+           "compile": args.compile, "micro_batch": args.micro_batch,
            "batch_tokens": args.batch_tokens, "configs": configs,
            "driver_peak_gflops": measure_matmul_peak(1.0) / 1e9,
            "driver_threads": torch.get_num_threads(), "runs": []}
@@ -153,7 +155,8 @@ def main(argv=None) -> int:
     for preset, workers, steps in configs:
         print(f"{preset} x{workers}: {steps} steps ...", file=sys.stderr, flush=True)
         r = tb.train_once(store, h, preset, workers, steps, warmup=args.warmup,
-                          batch_tokens=args.batch_tokens, compile=args.compile)
+                          batch_tokens=args.batch_tokens, compile=args.compile,
+                          micro_batch=args.micro_batch)
         print(f"  tokens/s {r['tokens_per_s'].get('median', 0):.0f}, "
               f"MFU {100 * r['mfu'].get('median', 0):.1f}%, {r['run_s']:.0f} s",
               file=sys.stderr, flush=True)

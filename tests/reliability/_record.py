@@ -27,16 +27,44 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__}
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def record(fault: str, **figures) -> None:
     """Store `figures` for `fault` (injections, survived, recovery times in seconds, ...)."""
     path = Path(os.environ.get("TALLY_RELIABILITY_RESULTS", RESULTS))
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data["machine"] = machine()
+    data = _load(path)
     faults = data.setdefault("faults", {})
-    faults[fault] = {**figures, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    faults[fault] = {**figures, "date": _now()}
+    _write(path, data)
+
+
+def record_attempt(fault: str, survived: bool, **figures) -> None:
+    """Append one attempt at `fault` (survived or not) to its entry's `attempts`, kept across
+    runs, with the tally `injections` / `survived`: for faults whose outcome can vary."""
+    path = Path(os.environ.get("TALLY_RELIABILITY_RESULTS", RESULTS))
+    data = _load(path)
+    faults = data.setdefault("faults", {})
+    if "attempts" not in faults.get(fault, {}):  # an entry of the older one-shot form
+        faults[fault] = {"attempts": []}
+    entry = faults[fault]
+    attempts = entry["attempts"]
+    attempts.append({"survived": survived, **figures, "date": _now()})
+    entry.update(injections=len(attempts), survived=sum(a["survived"] for a in attempts),
+                 date=_now())
+    _write(path, data)
+
+
+def _write(path: Path, data: dict) -> None:
+    data["machine"] = machine()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
