@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +71,60 @@ def ray_local():
                  log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+# -- real training: one dataset and one reference run for every suite that trains ------------
+# (tests/test_train.py, test_train_scheduling.py, test_sweep_e2e.py): preparing the dataset and
+# training the reference once per session, not once per module, saves a Ray Train run each.
+
+FAST = ["--batch-tokens", "1024", "--micro-batch", "2", "--no-meter", "--no-dashboard"]
+# One 8-step schedule shared by the runs that compare losses: 2 workers straight through (the
+# reference), 1 worker for its first half (same global batch), 2 workers stopped at 4 then
+# resumed, and a run paused by the carbon threshold.
+SCHEDULE = ["--tokens", str(8 * 1024), "--checkpoint-every", "2", "--lr", "3e-3",
+            "--warmup-steps", "2", "--seed", "3"]
+
+
+@pytest.fixture(scope="session")
+def train_home(tmp_path_factory):
+    """A TALLY_HOME with a small real dataset (Python's own json/email/asyncio sources)."""
+    from orchestrator.data import prepare
+    from orchestrator.home import Home
+
+    stdlib = Path(os.__file__).parent
+    root = tmp_path_factory.mktemp("train-home")
+    prepare([f"json={stdlib}/json/*.py", f"email={stdlib}/email/*.py",
+             f"asyncio={stdlib}/asyncio/*.py"], name="demo", home=Home(root).ensure(),
+            vocab_size=2048)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tcli_session(train_home, ray_local):
+    """run_cli for session fixtures: the CLI in-process with TALLY_HOME=train_home."""
+
+    def _run(*args) -> CliResult:
+        out, err = io.StringIO(), io.StringIO()
+        old = os.environ.get("TALLY_HOME")
+        os.environ["TALLY_HOME"] = str(train_home)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli.main([str(a) for a in args])
+        finally:
+            if old is None:
+                os.environ.pop("TALLY_HOME", None)
+            else:
+                os.environ["TALLY_HOME"] = old
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    return _run
+
+
+@pytest.fixture(scope="session")
+def reference_run(tcli_session):
+    """SCHEDULE on 2 workers, 8 steps, straight through and metered (one meter on this node)."""
+    fast_metered = [a for a in FAST if a != "--no-meter"] + ["--meter-interval", "0.5"]
+    res = tcli_session("train", "tiny", *fast_metered, *SCHEDULE, "--workers", "2",
+                       "--max-steps", "8", "--json")
+    assert res.code == 0, res.stderr
+    return res.json()

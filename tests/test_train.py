@@ -1,15 +1,12 @@
 """Training through Ray for real: FSDP2 on CPU workers, checkpoints, resume, a killed worker.
 
-All tests share one local Ray instance (`ray_local`) and one small prepared dataset.
+All tests share one local Ray instance (`ray_local`), one small prepared dataset (`train_home`)
+and one uninterrupted, metered reference run (`reference_run`), all session fixtures in
+tests/conftest.py that tests/test_train_scheduling.py and tests/test_sweep_e2e.py share too.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,22 +14,7 @@ from sqlalchemy import select
 
 from orchestrator.home import Home
 from orchestrator.store import EnergySample, RunEvent, Step, Store
-from tests.conftest import assert_bad_input
-
-STDLIB = Path(os.__file__).parent
-FAST = ["--batch-tokens", "1024", "--micro-batch", "2", "--no-meter", "--no-dashboard"]
-
-
-@pytest.fixture(scope="module")
-def train_home(tmp_path_factory):
-    """A TALLY_HOME with a small real dataset (Python's own json/email/asyncio sources)."""
-    from orchestrator.data import prepare
-
-    root = tmp_path_factory.mktemp("train-home")
-    home = Home(root).ensure()
-    prepare([f"json={STDLIB}/json/*.py", f"email={STDLIB}/email/*.py",
-             f"asyncio={STDLIB}/asyncio/*.py"], name="demo", home=home, vocab_size=2048)
-    return root
+from tests.conftest import FAST, SCHEDULE, assert_bad_input  # noqa: F401 (FAST: other suites)
 
 
 @pytest.fixture
@@ -53,44 +35,6 @@ def _train(tcli, *args: str) -> dict:
     res = tcli("train", "tiny", *FAST, *args, "--json")
     assert res.code == 0, res.stderr
     return res.json()
-
-
-# One 8-step schedule shared by the runs below: 2 workers straight through (the reference),
-# 1 worker for its first half (same global batch), 2 workers stopped at 4 then resumed.
-SCHEDULE = ["--tokens", str(8 * 1024), "--checkpoint-every", "2", "--lr", "3e-3",
-            "--warmup-steps", "2", "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def reference_run(tcli_module):
-    return _train(tcli_module, *SCHEDULE, "--workers", "2", "--max-steps", "8")
-
-
-@pytest.fixture(scope="module")
-def tcli_module(train_home, ray_local):
-    import cli
-
-    class _Cli:  # run_cli for module-scoped fixtures
-        def __call__(self, *args):
-            import contextlib
-            import io
-
-            from tests.conftest import CliResult
-
-            out, err = io.StringIO(), io.StringIO()
-            old = os.environ.get("TALLY_HOME")
-            os.environ["TALLY_HOME"] = str(train_home)
-            try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                    code = cli.main([str(a) for a in args])
-            finally:
-                if old is None:
-                    os.environ.pop("TALLY_HOME", None)
-                else:
-                    os.environ["TALLY_HOME"] = old
-            return CliResult(code, out.getvalue(), err.getvalue())
-
-    return _Cli()
 
 
 def test_train_tiny_two_workers_records_the_run(tcli, train_home, reference_run):
@@ -163,14 +107,10 @@ def test_33b_exits_2_with_what_it_needs_and_dry_run_prints_the_plan(tcli):
     assert plan["launch"]["batch_tokens"] == 4 * 2**20 // 2048 * 2048
 
 
-def test_two_workers_on_one_node_are_metered_once(tcli, train_home):
-    """One meter per node: a 2-worker run on this one machine has one meter, whose rows sum to
-    the run's energy in `runs --json`."""
-    args = [a for a in FAST if a != "--no-meter"]
-    run = tcli("train", "tiny", *args, "--workers", "2", "--max-steps", "6",
-               "--meter-interval", "0.5", "--json")
-    assert run.code == 0, run.stderr
-    run_id = run.json()["id"]
+def test_two_workers_on_one_node_are_metered_once(tcli, train_home, reference_run):
+    """One meter per node: the reference run (2 workers on this one machine, metered) has one
+    meter, whose rows sum to the run's energy in `runs --json`."""
+    run_id = reference_run["id"]
     store = Store(Home(train_home).db_url)
     with store.read() as s:
         rows = list(s.scalars(select(EnergySample).where(EnergySample.run_id == run_id)))

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from orchestrator.home import Home
 from orchestrator.store import EnergySample, RunEvent, Step, Store
-from tests.test_train import FAST, _losses, tcli, train_home  # noqa: F401 (fixtures)
+from tests.test_train import FAST, SCHEDULE, _losses, tcli  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def _events(home: Path, run_id: str, kind: str) -> list[dict]:
 
 def _forecast(tmp_path: Path) -> Path:
     """Half-hourly: clean (100 g) until 00:30, dirty (500 g) until 02:30, clean again. A
-    threshold of 300 g pauses a run that is training after 00:30 until 02:30."""
+    threshold of 300 g pauses a run that is training between 00:30 and 02:30 until 02:30."""
     rows = ["time,zone,g_per_kwh"]
     for half in range(24):
         g = 500 if 1 <= half <= 4 else 100
@@ -37,26 +37,26 @@ def _forecast(tmp_path: Path) -> Path:
     return path
 
 
-def test_threshold_pause_and_resume_equals_an_unpaused_run(tcli, train_home, tmp_path):
-    # at 120x, worker start-up (10-40 s here) lands the first steps in or before the dirty
-    # hours; the pause then lasts until 02:30 (at most 60 s of real time)
-    common = ["--workers", "2", "--max-steps", "24", "--checkpoint-every", "8", "--seed", "7"]
-    plain = tcli("train", "tiny", *FAST, *common, "--json")
-    assert plain.code == 0, plain.stderr
-    paused = tcli("train", "tiny", *FAST, *common, "--carbon-aware", "--policy", "threshold",
-                  "--threshold", "300", "--forecast", str(_forecast(tmp_path)), "--hours", "1",
-                  "--deadline", "11h", "--sim-start", "2026-11-20T00:00:00Z",
-                  "--sim-speed", "120", "--json")
+def test_threshold_pause_and_resume_equals_an_unpaused_run(tcli, train_home, reference_run,
+                                                           tmp_path):
+    # The replayed clock starts as the dirty hours begin (00:30); at 120x, worker start-up
+    # (10-60 s here) lands the first step inside them (00:50-02:30), so the run pauses at a
+    # checkpoint until 02:30 (at most 50 s of real time), restarts and resumes. Same launch as
+    # the uninterrupted `reference_run` (SCHEDULE, 2 workers, 8 steps).
+    paused = tcli("train", "tiny", *FAST, *SCHEDULE, "--workers", "2", "--max-steps", "8",
+                  "--carbon-aware", "--policy", "threshold", "--threshold", "300",
+                  "--forecast", str(_forecast(tmp_path)), "--hours", "1", "--deadline", "11h",
+                  "--sim-start", "2026-11-20T00:30:00Z", "--sim-speed", "120", "--json")
     assert paused.code == 0, paused.stderr
     run = paused.json()
     assert run["status"] == "completed"
     pauses = _events(train_home, run["id"], "pause")
     assert pauses, "the dirty hours should have paused the run"
     assert run["paused_s"] > 0
-    a, b = _losses(train_home, plain.json()["id"]), _losses(train_home, run["id"])
-    assert [s for s, _ in b] == list(range(1, 25))  # unbroken, no duplicate
+    a, b = _losses(train_home, reference_run["id"]), _losses(train_home, run["id"])
+    assert [s for s, _ in b] == list(range(1, 9))  # unbroken, no duplicate
     assert [la for _, la in a] == pytest.approx([lb for _, lb in b], rel=1e-6)
-    va = _events(train_home, plain.json()["id"], "eval")[-1]["val_loss"]
+    va = _events(train_home, reference_run["id"], "eval")[-1]["val_loss"]
     vb = _events(train_home, run["id"], "eval")[-1]["val_loss"]
     assert va == pytest.approx(vb, rel=1e-6)  # the same final model
     carbon = _events(train_home, run["id"], "carbon")[-1]
