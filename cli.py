@@ -64,7 +64,7 @@ def emit(ctx: typer.Context, data: Any, human: Callable[[Console], None], json_f
 
 
 def store_of(ctx: typer.Context):
-    from orchestrator.home import Home
+    from orchestrator.store.home import Home
     from orchestrator.store import open_store
 
     opts = g(ctx)
@@ -74,7 +74,7 @@ def store_of(ctx: typer.Context):
 
 
 def home_of(ctx: typer.Context):
-    from orchestrator.home import Home
+    from orchestrator.store.home import Home
 
     return Home.resolve(g(ctx).home)
 
@@ -531,7 +531,7 @@ def train_cmd(
     json_: JsonOpt = False,
 ):
     """Train a LLaMA preset on Ray with FSDP2: checkpoints, resume, metering, live progress."""
-    from orchestrator.launcher import TrainRequest, train
+    from orchestrator.run.launcher import TrainRequest, train
     from planners.units import parse_count, parse_int_count
 
     if preset is None and resume is None:
@@ -714,7 +714,7 @@ def cluster_check(ctx: typer.Context,
     """Check a cluster YAML offline: Ray's schema and config validation, then tally's rules
     (token auth on every node, dashboard on 127.0.0.1, a head with 0 CPU/GPU, GPU counts that
     match the instance type). Exit 0 when fine, 2 with what to fix."""
-    from orchestrator.cluster import check_cluster_file
+    from orchestrator.infra.cluster import check_cluster_file
 
     result = check_cluster_file(file)
     emit(ctx, result, lambda c: render_cluster_check(c, result), json_)
@@ -754,7 +754,7 @@ def dashboard(ctx: typer.Context,
               json_: JsonOpt = False):
     """Start (or find) a local Ray head: dashboard and Jobs API on 127.0.0.1, token
     authentication on, the token in $TALLY_HOME/ray/auth_token (mode 0600, never printed)."""
-    from orchestrator.dashboard import start_head, stop_head
+    from orchestrator.infra.dashboard import start_head, stop_head
 
     if stop:
         info = stop_head(home_of(ctx))
@@ -804,7 +804,7 @@ def schedule_simulate(
     json_: JsonOpt = False,
 ):
     """Replay each policy (now, delay, suspend, threshold) over a forecast: tCO2eq, finish, savings."""
-    from orchestrator.scheduler import simulate_request
+    from orchestrator.carbon.scheduler import simulate_request
 
     res = simulate_request(forecast=forecast, region=region, energy_mwh=energy_mwh, hours=hours,
                            deadline=deadline, threshold_g_per_kwh=threshold, start=start,
@@ -860,7 +860,7 @@ def schedule_add(
     json_: JsonOpt = False,
 ):
     """Queue a training job."""
-    from orchestrator.jobqueue import add_job
+    from orchestrator.carbon.queue import add_job
     from planners.units import parse_int_count
 
     if workers < 1:
@@ -883,7 +883,7 @@ def schedule_add(
 def schedule_list(ctx: typer.Context, json_: JsonOpt = False,
                   status: Annotated[Optional[str], typer.Option(help="Only jobs with this status.")] = None):
     """List jobs in queue order (priority, then age)."""
-    from orchestrator.jobqueue import list_jobs
+    from orchestrator.carbon.queue import list_jobs
 
     rows = list_jobs(store_of(ctx), status)
     emit(ctx, rows, lambda c: c.print(jobs_table(rows)), json_)
@@ -910,8 +910,8 @@ def schedule_run(
     json_: JsonOpt = False,
 ):
     """Start queued jobs in priority order, inside their carbon windows and budgets."""
-    from orchestrator.jobqueue import run_queue
-    from orchestrator.signals import parse_time
+    from orchestrator.carbon.queue import run_queue
+    from orchestrator.carbon.signals import parse_time
 
     try:
         at = parse_time(now)[0] if now else None
@@ -956,7 +956,7 @@ def sweep_cmd(
     json_: JsonOpt = False,
 ):
     """Train an IsoFLOP ladder: for each budget, `--sizes` models with D = C/(6N) (resumable)."""
-    from orchestrator.sweep import run_sweep
+    from orchestrator.scaling.sweep import run_sweep
     from planners.units import parse_count, parse_int_count
 
     budget_list = [parse_count(b, "budget") for b in budgets.split(",") if b.strip()]
@@ -1013,7 +1013,7 @@ def fit_cmd(
     json_: JsonOpt = False,
 ):
     """Fit L(N,D) = E + A/N^alpha + B/D^beta to runs' validation losses (Chinchilla's method)."""
-    from orchestrator.fits import fit_runs, load_fit
+    from orchestrator.scaling.fits import fit_runs, load_fit
 
     store = store_of(ctx)
     if show:
@@ -1073,7 +1073,7 @@ def render_fit(c: Console, rec: dict) -> None:
 @app.command("fits")
 def fits_cmd(ctx: typer.Context, json_: JsonOpt = False):
     """List the stored scaling-law fits."""
-    from orchestrator.fits import list_fits
+    from orchestrator.scaling.fits import list_fits
 
     rows = list_fits(store_of(ctx))
 

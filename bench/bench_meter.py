@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from orchestrator.meter import NodeMeter  # noqa: E402
+from orchestrator.energy.meter import NodeMeter  # noqa: E402
 from bench.machine import cpu_model  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""What the training loop spends per step outside the step itself (orchestrator/train.py, rank 0):
+"""What the training loop spends per step outside the step itself (orchestrator/run/worker.py, rank 0):
 the step message to the driver (`Channel.put.remote`), the command poll (a blocking
 `ray.get(Channel.get_command.remote())`), `memory_bytes` (psutil RSS) and the Ray metric gauges,
 each timed many times inside a Ray actor process, as a worker would call them. Compared with the
@@ -25,7 +25,7 @@ def time_calls(calls: int, channel) -> dict:
     """Runs inside a Ray actor: microseconds per call of each per-step extra."""
     import torch
 
-    from orchestrator.train import _Reporter, _ray_metrics, memory_bytes
+    from orchestrator.run.worker import _Reporter, _ray_metrics, memory_bytes
 
     import ray
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import ray
 
-    from orchestrator.launcher import _channel_class
+    from orchestrator.run.launcher import _channel_class
 
     tb.start_ray()
     channel = _channel_class().remote()

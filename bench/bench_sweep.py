@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
-from orchestrator.home import Home  # noqa: E402
+from orchestrator.store.home import Home  # noqa: E402
 from orchestrator.store import Step, Store  # noqa: E402
 
 

@@ -32,7 +32,7 @@ import sentencepiece as spm  # noqa: E402
 
 from model.presets import get_preset  # noqa: E402
 from orchestrator import data  # noqa: E402
-from orchestrator.home import Home  # noqa: E402
+from orchestrator.store.home import Home  # noqa: E402
 
 
 def machine() -> str:

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     tb.start_ray()
     import torch
 
-    from orchestrator.train import measure_matmul_peak
+    from orchestrator.run.worker import measure_matmul_peak
 
     res = {"machine": tb.machine(), "uptime_before": tb.uptime(), "warmup": args.warmup,
            "compile": args.compile, "micro_batch": args.micro_batch,

@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.home import Home  # noqa: E402
+from orchestrator.store.home import Home  # noqa: E402
 from orchestrator.store import open_store  # noqa: E402
-from orchestrator.sweep import point_key, run_sweep  # noqa: E402
+from orchestrator.scaling.sweep import point_key, run_sweep  # noqa: E402
 from planners.fitting import predict  # noqa: E402
 from planners.isoflop import isoflop_ladder  # noqa: E402
 

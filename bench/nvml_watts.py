@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from orchestrator.meter import NodeMeter  # noqa: E402
-from orchestrator.meter_nvml import load_nvml, visible_gpu_uuids  # noqa: E402
+from orchestrator.energy.meter import NodeMeter  # noqa: E402
+from orchestrator.energy.nvml import load_nvml, visible_gpu_uuids  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -65,7 +65,7 @@ def start_ray() -> None:
 
 
 def open_home(home: Path):
-    from orchestrator.home import Home
+    from orchestrator.store.home import Home
     from orchestrator.store import open_store
 
     os.environ["TALLY_HOME"] = str(home)
@@ -98,7 +98,7 @@ def train_once(store, home, preset: str, workers: int, steps: int, *, meter: boo
                warmup: int = 3, name: str | None = None, compile: bool = False) -> dict:
     """One real run through launcher.train; its steady-state figures."""
     from model.presets import flops_per_token, get_preset
-    from orchestrator.launcher import TrainRequest, train
+    from orchestrator.run.launcher import TrainRequest, train
 
     req = TrainRequest(preset=preset, workers=workers, max_steps=steps, data="demo",
                        batch_tokens=batch_tokens, micro_batch=micro_batch, meter=meter,

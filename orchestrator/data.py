@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from planners.errors import BadInput
 
 FORMAT = "tally-tokens/1"

@@ -31,7 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from planners.errors import RunFailed
 
 GENSIM = ("gensim==4.4.0",

@@ -64,7 +64,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        from orchestrator.dashboard import forget_current_cluster
+        from orchestrator.infra.dashboard import forget_current_cluster
 
         forget_current_cluster()  # a dead `ray start` head's record slows every Train run
         ray.init(address="local", num_cpus=4, include_dashboard=False,
@@ -89,7 +89,7 @@ SCHEDULE = ["--tokens", str(8 * 1024), "--checkpoint-every", "2", "--lr", "3e-3"
 def train_home(tmp_path_factory):
     """A TALLY_HOME with a small real dataset (Python's own json/email/asyncio sources)."""
     from orchestrator.data import prepare
-    from orchestrator.home import Home
+    from orchestrator.store.home import Home
 
     stdlib = Path(os.__file__).parent
     root = tmp_path_factory.mktemp("train-home")

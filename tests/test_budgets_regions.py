@@ -6,8 +6,8 @@ import pytest
 
 from planners.errors import BadInput
 from planners.grid import lookup
-from orchestrator.budgets import BUDGET_STOPPED, budget_allows_next, check_budget
-from orchestrator.regions import rank_regions
+from orchestrator.carbon.budgets import BUDGET_STOPPED, budget_allows_next, check_budget
+from planners.regions import rank_regions
 
 
 def test_check_budget_warns_near_and_refuses_over():

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from orchestrator import checkpoint as ckpt
-from orchestrator.train import lr_at
+from orchestrator.run import checkpoint as ckpt
+from orchestrator.run.worker import lr_at
 
 
 def _model_and_opt(seed: int = 0):

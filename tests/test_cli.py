@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from orchestrator.store import open_store
 from tests.conftest import assert_bad_input
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cluster import INSTANCES, check_cluster_config
+from orchestrator.infra.cluster import INSTANCES, check_cluster_config
 from tests.conftest import assert_bad_input
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.dashboard import ensure_token, http_status, token_path
-from orchestrator.home import Home
-from orchestrator.remote import (DEFAULT_REMOTE_PYTHON, defaults_for, parse_event, run_remote,
+from orchestrator.infra.dashboard import ensure_token, http_status, token_path
+from orchestrator.store.home import Home
+from orchestrator.run.remote import (DEFAULT_REMOTE_PYTHON, defaults_for, parse_event, run_remote,
                                  submit_and_follow)
 from orchestrator.store import Store
 from planners.errors import BadInput
@@ -82,7 +82,7 @@ def test_stop_without_a_head_is_a_no_op(run_cli, home):
 
 
 def test_a_dead_clusters_record_is_forgotten_a_live_one_kept(tmp_path, monkeypatch):
-    from orchestrator.dashboard import _current_cluster_file, forget_current_cluster
+    from orchestrator.infra.dashboard import _current_cluster_file, forget_current_cluster
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     record = _current_cluster_file()
@@ -236,7 +236,7 @@ def test_remote_refused_without_or_with_wrong_token(head, tmp_path):
     address = head["info"]["address"]
     probe = (
         "import sys\n"
-        "from orchestrator.remote import submit_and_follow\n"
+        "from orchestrator.run.remote import submit_and_follow\n"
         "from planners.errors import BadInput\n"
         "for tp in (None, sys.argv[3]):\n"
         "    try:\n"
@@ -365,7 +365,7 @@ def test_stop_stops_only_its_head(head):
     assert http_status(head["info"]["dashboard_url"] + "/api/version", _token(head)) == 0
     # `ray start` recorded the head as Ray's "current cluster"; stopping it drops that record
     # (a stale one cost every later training run 12 s, waited on by Ray Train's PG cleaner)
-    from orchestrator.dashboard import _current_cluster_file
+    from orchestrator.infra.dashboard import _current_cluster_file
 
     record = _current_cluster_file()
     gcs_port = head["info"]["gcs_address"].rpartition(":")[2]

@@ -13,7 +13,7 @@ import pytest
 
 from model.tokenizer import Tokenizer
 from orchestrator import data
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from planners.errors import BadInput
 from tests.conftest import assert_bad_input
 

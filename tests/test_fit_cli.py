@@ -10,10 +10,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from orchestrator.fits import final_val_loss, load_fit
-from orchestrator.home import Home
+from orchestrator.scaling.fits import final_val_loss, load_fit
+from orchestrator.store.home import Home
 from orchestrator.store import open_store
-from orchestrator.sweep import point_key
+from orchestrator.scaling.sweep import point_key
 from planners.fitting import interval_laws, predict
 from planners.isoflop import isoflop_ladder
 from tests.conftest import assert_bad_input
@@ -88,7 +88,7 @@ def test_sweep_trains_only_what_is_left_through_train_run(home, run_cli, monkeyp
                         val_loss=float(predict(LAW, preset.params, tokens)), params=preset.params)
         return run.id
 
-    monkeypatch.setitem(sys.modules, "orchestrator.launcher",
+    monkeypatch.setitem(sys.modules, "orchestrator.run.launcher",
                         types.SimpleNamespace(train_run=train_run))
     sid = _sweep_id(run_cli)["sweep_id"]
     store = _store()
@@ -194,9 +194,9 @@ def test_fits_empty_listing(home, run_cli):
 
 
 def test_sweep_without_a_launcher_fails_at_run_time(home, monkeypatch):
-    from orchestrator.sweep import run_sweep
+    from orchestrator.scaling.sweep import run_sweep
     from planners.errors import RunFailed
 
-    monkeypatch.setitem(sys.modules, "orchestrator.launcher", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "orchestrator.run.launcher", None)  # import raises ImportError
     with pytest.raises(RunFailed, match="training is not available.*--dry-run"):
         run_sweep(_store(), [1e13, 3e13], 3)

@@ -11,7 +11,7 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from model.presets import param_count
-from orchestrator.sweep import decide, point_key
+from orchestrator.scaling.sweep import decide, point_key
 from planners.errors import BadInput
 from planners.fitting import (KEYS, Point, check_points, compute_optimal, fit_points,
                               interval_laws, optimal_exponents, predict)

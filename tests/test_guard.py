@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.guard import Guard
-from orchestrator.scheduler import plan_policy
-from orchestrator.signals import load_signal
+from orchestrator.carbon.guard import Guard
+from orchestrator.carbon.scheduler import plan_policy
+from orchestrator.carbon.signals import load_signal
 
 WEEK = Path(__file__).parent / "data" / "forecasts" / "de_week_hourly.csv"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.meter import NodeMeter, start_node_meters
-from orchestrator.meter_nvml import NvmlSampler, visible_gpu_uuids
+from orchestrator.energy.meter import NodeMeter, start_node_meters
+from orchestrator.energy.nvml import NvmlSampler, visible_gpu_uuids
 from orchestrator.store import Store
 from planners.errors import BadInput
 from planners.footprint import Energy, project_total
@@ -248,7 +248,7 @@ def test_a_meter_that_cannot_start_does_not_stop_the_others(ray_local, tmp_path)
 
 
 def test_training_metrics_reach_ray(ray_local):
-    from orchestrator.meter import report_training_metrics
+    from orchestrator.energy.meter import report_training_metrics
 
     assert report_training_metrics(2.5, 1234.0, 0.41, "run-x") is True
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from orchestrator.store import Fit, open_store
 from planners.scaling import CHINCHILLA, EPOCH
 from tests.conftest import assert_bad_input

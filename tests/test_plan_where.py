@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.fits import save_fit
-from orchestrator.home import Home
+from orchestrator.scaling.fits import save_fit
+from orchestrator.store.home import Home
 from orchestrator.store import open_store
 from planners.fitting import Point, compute_optimal, fit_points, predict
 from planners.grid import lookup
@@ -98,7 +98,7 @@ def test_plan_fit_interval_moves_the_recommendation(home, run_cli):
     fi = plan["fit_interval"]
     assert fi["n_bootstrap"] == 8 and [row["quantile"] for row in fi["rows"]] == [0.05, 0.5, 0.95]
     stored = open_store(None, Home.resolve())
-    from orchestrator.fits import load_fit
+    from orchestrator.scaling.fits import load_fit
     draws = load_fit(stored, "mine")["details"]["bootstrap"]
     n_at_budget = []
     for row in fi["rows"]:

@@ -27,7 +27,7 @@ GPU_RUN_MEASURED_J = int(GPU_RUN_S // 10) * 10.0 * 2 * (610 + 620 + 630 + 640 + 
 
 @pytest.fixture
 def store(home):
-    from orchestrator.home import Home
+    from orchestrator.store.home import Home
     from orchestrator.store import open_store
 
     s = open_store(None, Home.resolve())

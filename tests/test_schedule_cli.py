@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from planners.errors import RunFailed
-from orchestrator.home import Home
-from orchestrator.jobqueue import add_job, list_jobs, plan_queue, run_queue
+from orchestrator.store.home import Home
+from orchestrator.carbon.queue import add_job, list_jobs, plan_queue, run_queue
 from orchestrator.store import open_store
 from tests.conftest import assert_bad_input
 

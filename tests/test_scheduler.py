@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from planners.errors import BadInput
-from orchestrator.scheduler import (best_start, cleanest_slots, next_resume_time, plan_policy,
+from orchestrator.carbon.scheduler import (best_start, cleanest_slots, next_resume_time, plan_policy,
                                     should_pause)
-from orchestrator.signals import Interval, Signal, load_signal
+from orchestrator.carbon.signals import Interval, Signal, load_signal
 
 DATA = Path(__file__).parent / "data" / "forecasts"
 UTC = timezone.utc
@@ -183,7 +183,7 @@ def test_no_pause_for_now_or_delay_or_past_the_signal_or_when_the_deadline_is_ti
 
 
 def test_savings_vs_now_matches_the_simulated_policy():
-    from orchestrator.scheduler import savings_vs_now
+    from orchestrator.carbon.scheduler import savings_vs_now
 
     sig = load_signal(DATA / "de_week_hourly.csv")
     e, d = sig.start, sig.start + timedelta(hours=48)

@@ -9,7 +9,7 @@ import pytest
 
 from planners.errors import BadInput
 from planners.grid import lookup
-from orchestrator.signals import load_signal, static_signal
+from orchestrator.carbon.signals import load_signal, static_signal
 
 DATA = Path(__file__).parent / "data" / "forecasts"
 UTC = timezone.utc

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.fits import final_val_loss
-from orchestrator.home import Home
+from orchestrator.scaling.fits import final_val_loss
+from orchestrator.store.home import Home
 from orchestrator.store import Store
 from tests.test_train import tcli  # noqa: F401 (fixture)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from orchestrator.store import EnergySample, RunEvent, Step, Store
 from tests.conftest import FAST, SCHEDULE, assert_bad_input  # noqa: F401 (FAST: other suites)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from orchestrator.store import EnergySample, RunEvent, Step, Store
 from tests.test_train import FAST, SCHEDULE, _losses, tcli  # noqa: F401 (fixtures)
 

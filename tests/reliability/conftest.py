@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from orchestrator.store import RunEvent, Step, Store
 from tests.test_train import FAST
 from tests.test_train import _losses as losses  # (step, loss) rows of a run, in step order
@@ -33,7 +33,7 @@ LAUNCH = ["--workers", "2", "--max-steps", str(STEPS), "--tokens", str(STEPS * 1
 
 def request(**kw):
     """The reference launch as a TrainRequest (what `train tiny *FAST *LAUNCH` builds)."""
-    from orchestrator.launcher import TrainRequest
+    from orchestrator.run.launcher import TrainRequest
 
     base = dict(preset="tiny", workers=2, max_steps=STEPS, tokens=STEPS * 1024,
                 batch_tokens=1024, micro_batch=2, checkpoint_every=EVERY, warmup_steps=2,
@@ -113,7 +113,7 @@ def _reader(home: Path, argv: list[str], stop: threading.Event, out: list) -> No
 def reference(rel_home, ray_local):
     """The uninterrupted run, trained while two other processes read the store in a loop
     (`runs --json`, `report carbon --json`): their results come back for the readers' test."""
-    from orchestrator.launcher import train
+    from orchestrator.run.launcher import train
 
     home = Home(rel_home)
     stop = threading.Event()

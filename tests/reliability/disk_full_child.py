@@ -49,7 +49,7 @@ def store(db: Path) -> dict:
 def checkpoint(root: Path) -> dict:
     import torch
 
-    from orchestrator import checkpoint as ckpt
+    from orchestrator.run import checkpoint as ckpt
 
     torch.manual_seed(0)
     model = torch.nn.Linear(256, 256)

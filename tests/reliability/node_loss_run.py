@@ -27,8 +27,8 @@ def main(home_dir: str, out: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from orchestrator.home import Home
-    from orchestrator.launcher import train
+    from orchestrator.store.home import Home
+    from orchestrator.run.launcher import train
     from orchestrator.store import Store
     from tests.reliability.conftest import events, losses, request, step_times, val_loss
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import checkpoint as ckpt
+from orchestrator.run import checkpoint as ckpt
 from tests.reliability._record import record
 from tests.reliability.conftest import STEPS, assert_same_history, events, losses, val_loss
 

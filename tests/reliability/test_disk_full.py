@@ -12,8 +12,8 @@ import subprocess
 
 from sqlalchemy import func, select
 
-from orchestrator import checkpoint as ckpt
-from orchestrator.home import Home
+from orchestrator.run import checkpoint as ckpt
+from orchestrator.store.home import Home
 from orchestrator.store import Job, Step, Store
 from tests.reliability._record import record
 from tests.reliability.conftest import PY, ROOT

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import checkpoint as ckpt
+from orchestrator.run import checkpoint as ckpt
 from tests.reliability._record import record
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from orchestrator.store import Store
 from tests.reliability._record import record
 from tests.reliability.conftest import (STEPS, assert_same_history, events, losses, request,
@@ -25,7 +25,7 @@ SEEDS = [11, 23] if os.environ.get("TALLY_RELIABILITY_FULL") else [11]
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_worker_sigkill_at_a_random_step(seed, rel_home, reference):
-    from orchestrator.launcher import train
+    from orchestrator.run.launcher import train
 
     rng = random.Random(seed)
     kill_after, rank = rng.randint(2, STEPS - 3), rng.randint(0, 1)

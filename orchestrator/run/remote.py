@@ -41,7 +41,7 @@ def defaults_for(address: str, home, token_path: str | None = None,  # noqa: ANN
     """(token_path, python) for a remote run at `address`: the explicit ones when given; else,
     for the head this home's `dashboard` started, its token file and its Python; else the
     home's token file if one exists, and the venv the cluster files make."""
-    from orchestrator.dashboard import load_head, token_path as home_token
+    from orchestrator.infra.dashboard import load_head, token_path as home_token
 
     head = load_head(home)
     mine = head is not None and head.get("address") == check_address(address)
@@ -82,7 +82,7 @@ def _client(address: str, token_path: str | None):
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    from orchestrator.dashboard import read_token
+    from orchestrator.infra.dashboard import read_token
 
     headers = {}
     if token_path:

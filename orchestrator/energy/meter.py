@@ -21,10 +21,10 @@ from datetime import datetime, timedelta, timezone
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from orchestrator import meter_metrics
-from orchestrator.meter_cpu import CodecarbonSampler
-from orchestrator.meter_metrics import report_training_metrics  # noqa: F401 - re-exported
-from orchestrator.meter_nvml import NvmlSampler, visible_gpu_uuids  # noqa: F401
+from orchestrator.energy import metrics as meter_metrics
+from orchestrator.energy.cpu import CodecarbonSampler
+from orchestrator.energy.metrics import report_training_metrics  # noqa: F401 - re-exported
+from orchestrator.energy.nvml import NvmlSampler, visible_gpu_uuids  # noqa: F401
 from planners.errors import BadInput
 from planners.footprint import (LLAMA_INTENSITY_KG_PER_KWH, LLAMA_PUE, J_PER_KWH, check_intensity,
                                 check_pue)

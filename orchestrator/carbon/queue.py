@@ -22,9 +22,9 @@ from typing import Callable
 from sqlalchemy import select
 
 from planners.errors import BadInput, RunFailed
-from orchestrator import scheduler
-from orchestrator.budgets import check_budget
-from orchestrator.signals import iso, load_signal, parse_time
+from orchestrator.carbon import scheduler
+from orchestrator.carbon.budgets import check_budget
+from orchestrator.carbon.signals import iso, load_signal, parse_time
 from orchestrator.store import Job, Store, new_id
 
 JOB_STATUSES = ("queued", "running", "done", "failed")
@@ -236,7 +236,7 @@ def run_queue(store: Store, *, now: datetime | None = None, dry_run: bool = Fals
 
 def _launcher_start_job() -> Callable:
     try:
-        from orchestrator.launcher import start_job  # the lead's training launcher (issue 5)
+        from orchestrator.run.launcher import start_job  # the lead's training launcher (issue 5)
     except ImportError:
         raise RunFailed("this build has no training launcher (orchestrator.launcher.start_job); "
                         "`schedule run --dry-run` shows what would start") from None

@@ -194,7 +194,7 @@ def train_loop(config: dict) -> None:
     """The Ray Train worker function."""
     import ray.train
 
-    from orchestrator import checkpoint as ckpt
+    from orchestrator.run import checkpoint as ckpt
     from orchestrator.data import Sampler, open_dataset
 
     channel = config.pop("channel", None)
@@ -316,7 +316,7 @@ def train_loop(config: dict) -> None:
 def _ray_metrics(loss: float, tokens_per_s: float, mfu: float | None, run_id: str) -> None:
     """Training gauges on the node's Prometheus endpoint (never fails the step)."""
     try:
-        from orchestrator.meter import report_training_metrics
+        from orchestrator.energy.meter import report_training_metrics
 
         report_training_metrics(loss, tokens_per_s, mfu or 0.0, run_id)
     except Exception:
@@ -325,7 +325,7 @@ def _ray_metrics(loss: float, tokens_per_s: float, mfu: float | None, run_id: st
 
 def _visible_gpu_uuids() -> list[str]:
     try:
-        from orchestrator.meter import visible_gpu_uuids
+        from orchestrator.energy.meter import visible_gpu_uuids
 
         return visible_gpu_uuids()
     except Exception:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from orchestrator.budgets import budget_allows_next
-from orchestrator.scheduler import next_resume_time, should_pause
-from orchestrator.signals import Signal
+from orchestrator.carbon.budgets import budget_allows_next
+from orchestrator.carbon.scheduler import next_resume_time, should_pause
+from orchestrator.carbon.signals import Signal
 
 
 @dataclass

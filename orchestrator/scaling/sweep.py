@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass
 
 from model.presets import Preset
-from orchestrator.fits import final_val_loss, sweep_runs
-from orchestrator.home import Home
+from orchestrator.scaling.fits import final_val_loss, sweep_runs
+from orchestrator.store.home import Home
 from orchestrator.store import Run, Store
 from planners.errors import BadInput, RunFailed
 from planners.isoflop import LadderPoint, isoflop_ladder
@@ -155,7 +155,7 @@ def run_sweep(store: Store, budgets: list[float], sizes: int, *, data: str = "de
 def _train(store: Store, item: SweepItem, sid: str, data: str, seed: int, lr: float,
            home: Home) -> str:
     try:
-        from orchestrator.launcher import train_run  # the training path (issue 5), lazily
+        from orchestrator.run.launcher import train_run  # the training path (issue 5), lazily
     except ImportError as e:
         raise RunFailed(f"training is not available ({e}); `sweep --dry-run` shows the ladder") from None
     result = train_run(store, preset_for(item.point, sid, lr), item.point.tokens, data=data,

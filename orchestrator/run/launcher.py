@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from model.presets import Preset, UnknownPreset, flops_per_token, get_preset
-from orchestrator.home import Home
+from orchestrator.store.home import Home
 from orchestrator.store import Store, utcnow
 from planners.errors import BadInput, RunFailed
 
@@ -88,7 +88,7 @@ def connect(home: Home, address: str | None, *, dashboard: bool = True) -> RayHa
             raise BadInput(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
                            "give --address ray://HEAD:10001, HEAD:6379 or auto") from None
         return RayHandle(address, getattr(info, "dashboard_url", None), False)
-    from orchestrator.dashboard import ensure_token, forget_current_cluster
+    from orchestrator.infra.dashboard import ensure_token, forget_current_cluster
 
     token = ensure_token(home)
     # a record of a dead `ray start` cluster would cost every run 12 s at shutdown (Ray
@@ -558,7 +558,7 @@ def train(store: Store, home: Home, req: TrainRequest, *,
                 "prediction": predict(preset, plan, req, assumptions)}
     preflight(preset, plan, capacity, req.gpu)
     prediction = predict(preset, plan, req, assumptions) if device == "cuda" else {}
-    from orchestrator.carbon_run import RunPolicy
+    from orchestrator.carbon.policy import RunPolicy
 
     policy = RunPolicy.from_request(req, assumptions, plan.max_steps, plan.workers, prediction)
     warnings = policy.check_start(prediction)
@@ -596,7 +596,7 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from orchestrator.train import TrainConfig
+    from orchestrator.run.worker import TrainConfig
 
     if req.resume:
         run = store.get_run(req.resume)
@@ -727,7 +727,7 @@ def _worker_entry(config: dict) -> None:
     threads = (config.get("extra") or {}).get("threads")
     if threads:
         torch.set_num_threads(int(threads))
-    from orchestrator.train import train_loop
+    from orchestrator.run.worker import train_loop
 
     train_loop(config)
 
@@ -745,7 +745,7 @@ class NodeMeters:
     the same node share it; a restarted worker group finds its meter already running)."""
 
     def __init__(self, run_id: str, run_dir: Path, interval_s: float, assumptions: dict):
-        from orchestrator.meter import check_interval
+        from orchestrator.energy.meter import check_interval
 
         check_interval(interval_s)
         self.run_id, self.run_dir, self.interval_s = run_id, run_dir, interval_s
@@ -753,7 +753,7 @@ class NodeMeters:
         self.groups: dict = {}
 
     def add_node(self, node_id: str, gpu_uuids: list[str]) -> None:
-        from orchestrator.meter import start_node_meters
+        from orchestrator.energy.meter import start_node_meters
 
         if node_id in self.groups:
             return
@@ -841,9 +841,9 @@ def paths_for_head(req: TrainRequest, home: Home) -> TrainRequest:
     any other head both must be given as paths (or a storage URI) valid on its nodes."""
     from dataclasses import replace
 
-    from orchestrator.dashboard import load_head
+    from orchestrator.infra.dashboard import load_head
     from orchestrator.data import open_dataset
-    from orchestrator.remote import check_address
+    from orchestrator.run.remote import check_address
 
     head = load_head(home)
     local = head is not None and head.get("address") == check_address(req.address)
@@ -869,7 +869,7 @@ def train_remote(store: Store, home: Home, req: TrainRequest, *,
                  on_start: Callable[[dict], None] | None = None,
                  python: str | None = None) -> dict:
     """Submit the run through Ray's Jobs API at `req.address` and record what it reports."""
-    from orchestrator.remote import _client, defaults_for, run_remote
+    from orchestrator.run.remote import _client, defaults_for, run_remote
 
     preset = resolve_preset(req.preset)
     if req.resume:
@@ -893,7 +893,7 @@ def train_remote(store: Store, home: Home, req: TrainRequest, *,
         if ev.get("type") == "step" and progress:
             progress({**ev, "energy_joules": last["energy_joules"]})
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         result = run_remote(store, run.id, req.address, remote_argv(req), token_path=token_path,
                             working_dir=root, python=python, on_event=seen)

@@ -157,7 +157,7 @@ def new_id(prefix: str = "") -> str:
 
 def code_version() -> str | None:
     """The git commit of the checkout tally runs from (with '+dirty' for local changes)."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
                              capture_output=True, text=True, timeout=5).stdout.strip()

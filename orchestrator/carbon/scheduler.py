@@ -1,6 +1,6 @@
 """Carbon-aware timing: when to start, when to pause, and what each policy would emit.
 
-Everything here is a pure function of a `Signal` (orchestrator/signals.py) and times in UTC.
+Everything here is a pure function of a `Signal` (orchestrator/carbon/signals.py) and times in UTC.
 The job draws power at a constant rate while it runs (optionally shaped by `power_profile`), so
 its emissions are  sum over running time of  power x intensity(t):  MWh x kg/kWh = tCO2eq.
 
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple, Sequence
 
 from planners.errors import BadInput
-from orchestrator.signals import Signal, _ts, from_ts, iso
+from orchestrator.carbon.signals import Signal, _ts, from_ts, iso
 
 POLICIES = ("now", "delay", "suspend", "threshold")
 _EPS = 1e-6  # seconds
@@ -333,7 +333,7 @@ def next_resume_time(signal: Signal, now: datetime, policy: str, *,
 def parse_when(text: str | None, base: datetime, what: str) -> datetime | None:
     """An ISO time ('2026-11-20T06:00Z') or a duration after `base` ('48h', '2d')."""
     from planners.units import parse_duration_s
-    from orchestrator.signals import parse_time
+    from orchestrator.carbon.signals import parse_time
 
     if text is None:
         return None
@@ -358,7 +358,7 @@ def simulate_request(*, forecast: str | None, region: str | None, energy_mwh: fl
     current hour); deadline = the forecast's end (a static region: start + twice the job);
     threshold = the median intensity between start and deadline."""
     from planners.units import parse_duration_s
-    from orchestrator.signals import DEFAULT_MAX_HOLD_S, load_signal, static_signal
+    from orchestrator.carbon.signals import DEFAULT_MAX_HOLD_S, load_signal, static_signal
 
     if (forecast is None) == (region is None):
         raise BadInput("give exactly one of --forecast FILE (a time series) or --region NAME "

@@ -62,10 +62,10 @@ class RunPolicy:
     @classmethod
     def from_request(cls, req, assumptions: dict, total_steps: int, workers: int,
                      prediction: dict) -> "RunPolicy":
-        from orchestrator.budgets import budgets
-        from orchestrator.guard import Guard
-        from orchestrator.signals import load_signal, parse_time
-        from orchestrator.scheduler import POLICIES, parse_when
+        from orchestrator.carbon.budgets import budgets
+        from orchestrator.carbon.guard import Guard
+        from orchestrator.carbon.signals import load_signal, parse_time
+        from orchestrator.carbon.scheduler import POLICIES, parse_when
 
         start = None
         if req.sim_start:
@@ -122,7 +122,7 @@ class RunPolicy:
 
     def check_start(self, projected: dict) -> list[str]:
         """Budget projection at the start: warnings, or BadInput when it would be exceeded."""
-        from orchestrator.budgets import check_budget
+        from orchestrator.carbon.budgets import check_budget
 
         if not self.budget:
             return []
@@ -132,7 +132,7 @@ class RunPolicy:
 
     def start_at(self) -> tuple[datetime, dict] | None:
         """The delay policy's start, or None to start now."""
-        from orchestrator.scheduler import best_start
+        from orchestrator.carbon.scheduler import best_start
 
         if self.signal is None or self.policy != "delay":
             return None
@@ -173,7 +173,7 @@ class RunPolicy:
 
     def savings(self) -> dict | None:
         """Emissions of the run's running time against running at once, from the same signal."""
-        from orchestrator.scheduler import savings_vs_now
+        from orchestrator.carbon.scheduler import savings_vs_now
 
         if self.signal is None or not self.segments:
             return None
