@@ -8,6 +8,7 @@ renders the result (rich for people, `--json` for programs). Exit codes: 0 succe
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -77,6 +78,14 @@ def home_of(ctx: typer.Context):
     from orchestrator.store.home import Home
 
     return Home.resolve(g(ctx).home)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was typed (or set from its environment variable), not defaulted."""
+    from typer._click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                              ParameterSource.ENVIRONMENT)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -482,77 +491,69 @@ class _progress_bars:
 
 
 # --- train (issue 5) ------------------------------------------------------------------------
+def _spec_option(f) -> inspect.Parameter:
+    """A `train` option for one RunSpec field: counts are typed as text (2T, 500B), switches
+    get their --no- form, everything else the field's own type."""
+    from orchestrator.run import spec as rs
+
+    flag, typ = rs.flag(f.name), str(f.type)
+    if typ.startswith("bool"):
+        decl = [f"{flag}/--no-{flag[2:]}"]
+        annotation = bool
+    else:
+        decl = [flag]
+        annotation = {"int": int, "float": float}.get(typ.split(" ")[0], str)
+        if f.metadata["kind"]:
+            annotation = str
+        if "None" in typ:
+            annotation = Optional[annotation]
+    hint = Annotated[annotation, typer.Option(*decl, help=f.metadata["help"],
+                                              rich_help_panel=f.metadata["group"])]
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=rs.default(f.name),
+                             annotation=hint)
+
+
+def _train_signature(func):
+    """Give `train` one option per RunSpec field (orchestrator/run/spec.py) after its own."""
+    from orchestrator.run.spec import OPTIONS
+
+    sig = inspect.signature(func, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    params = own + [_spec_option(f) for f in OPTIONS]
+    func.__signature__ = sig.replace(parameters=params)
+    func.__annotations__ = {p.name: p.annotation for p in params}
+    return func
+
+
 @app.command("train")
+@_train_signature
 def train_cmd(
     ctx: typer.Context,
     preset: Annotated[Optional[str], typer.Argument(help="Model preset: tiny, small, 1b, 7b, 13b, 33b, 65b (`cli.py models`).")] = None,
-    workers: Annotated[int, typer.Option(help="Ray Train workers (one GPU each on GPU nodes).")] = 1,
-    max_steps: Annotated[Optional[str], typer.Option(help="Stop after this many optimiser steps.")] = None,
-    tokens: Annotated[Optional[str], typer.Option(help="Training tokens for the schedule (2B, 1.4T); default the preset's.")] = None,
-    batch_tokens: Annotated[Optional[str], typer.Option(help="Global batch in tokens (default the preset's).")] = None,
-    micro_batch: Annotated[Optional[int], typer.Option(help="Sequences per forward/backward on one worker.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default the preset's).")] = None,
-    warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warm-up steps (default the preset's).")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints (default 100).")] = None,
-    keep_last: Annotated[int, typer.Option(help="Complete checkpoints to keep.")] = 3,
-    seed: Annotated[int, typer.Option(help="Seed for the weights and the data order.")] = 0,
-    data: Annotated[str, typer.Option(help="Prepared dataset: a name under $TALLY_HOME/data or a path.")] = "demo",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    gpu: Annotated[Optional[str], typer.Option(help="GPU type for MFU peak, memory and footprint (a100-80gb, h100, ...).")] = None,
-    activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing", help="Recompute each block in backward.")] = False,
-    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile each block.")] = False,
-    max_failures: Annotated[int, typer.Option(help="Worker-group restarts Ray may make.")] = 3,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default: a private local Ray instance.")] = None,
-    token_path: Annotated[Optional[str], typer.Option(help="With --address http://...: the head's token file (default: the one `dashboard` made in $TALLY_HOME).")] = None,
-    storage: Annotated[Optional[str], typer.Option(help="Checkpoint storage (shared on a cluster); default $TALLY_HOME/runs.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="A name for the run.")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Resume this run id from its newest complete checkpoint.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="A run file (TOML or YAML) with the run's options; options given here override it.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Resume this run id from its newest complete checkpoint (with its stored options; options given here override them).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the launch plan; start nothing.")] = False,
-    plan: Annotated[Optional[str], typer.Option(help="A plan id from `cli.py plan`, for plan-vs-actual.")] = None,
-    pue: Annotated[Optional[float], typer.Option(help="Data-centre PUE (default LLaMA's 1.1).")] = None,
-    intensity: Annotated[Optional[float], typer.Option(help="Grid intensity, kg CO2eq/kWh (default LLaMA's 0.385).")] = None,
-    region: Annotated[Optional[str], typer.Option(help="Grid region for the intensity (gcp:europe-west9, FRA, us:iowa).")] = None,
-    price: Annotated[Optional[float], typer.Option(help="Price per GPU-hour in $.")] = None,
-    meter_interval: Annotated[float, typer.Option(help="Energy sampling window in seconds.")] = 1.0,
-    no_meter: Annotated[bool, typer.Option("--no-meter", help="Do not meter energy.")] = False,
-    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Start the local Ray without its dashboard.")] = False,
     events: Annotated[bool, typer.Option("--events", help="Print `@tally {json}` event lines (remote following).")] = False,
-    carbon_aware: Annotated[bool, typer.Option("--carbon-aware", help="Time the run by a carbon-intensity forecast (--forecast, --policy).")] = False,
-    forecast: Annotated[Optional[str], typer.Option(help="Intensity forecast file (Electricity Maps, WattTime, UK National Grid JSON, or time,zone,g_per_kwh CSV).")] = None,
-    deadline: Annotated[Optional[str], typer.Option(help="Finish by: ISO time or a duration from now (48h).")] = None,
-    policy: Annotated[str, typer.Option(help="delay (start in the cleanest window), suspend (run only in the cleanest hours) or threshold (pause above --threshold).")] = "delay",
-    threshold: Annotated[Optional[float], typer.Option(help="g CO2eq/kWh above which --policy threshold pauses.")] = None,
-    hours: Annotated[Optional[float], typer.Option(help="Expected running time in hours, for the carbon window (default: the plan's prediction).")] = None,
-    max_usd: Annotated[Optional[float], typer.Option("--max-usd", help="Budget in dollars: refuse or stop at a checkpoint before it is spent.")] = None,
-    max_tco2: Annotated[Optional[float], typer.Option("--max-tco2", help="Budget in tCO2eq.")] = None,
-    max_mwh: Annotated[Optional[float], typer.Option("--max-mwh", help="Budget in MWh of facility energy.")] = None,
-    sim_start: Annotated[Optional[str], typer.Option(help="Replay the forecast from this ISO time instead of now (demos, tests).")] = None,
-    sim_speed: Annotated[float, typer.Option(help="With --sim-start: simulated seconds per real second.")] = 1.0,
+    spec_json: Annotated[Optional[str], typer.Option("--spec", hidden=True, help="A whole run specification as JSON (what a remote job receives).")] = None,
     json_: JsonOpt = False,
+    **options,
 ):
     """Train a LLaMA preset on Ray with FSDP2: checkpoints, resume, metering, live progress."""
-    from orchestrator.run.launcher import TrainRequest, train
-    from planners.units import parse_count, parse_int_count
+    from orchestrator.run.launcher import train
+    from orchestrator.run.spec import build, RunSpec
 
-    if preset is None and resume is None:
-        raise BadInput("train needs a PRESET (tiny, small, 1b, 7b, 13b, 33b, 65b) or --resume RUN_ID")
-    if meter_interval <= 0:
-        raise BadInput(f"--meter-interval must be > 0 seconds, got {meter_interval}")
-    req = TrainRequest(
-        preset=preset or "", workers=workers,
-        max_steps=parse_int_count(max_steps, "--max-steps") if max_steps else None,
-        tokens=parse_count(tokens, "--tokens") if tokens else None,
-        batch_tokens=parse_int_count(batch_tokens, "--batch-tokens") if batch_tokens else None,
-        micro_batch=micro_batch, lr=lr, warmup_steps=warmup_steps,
-        checkpoint_every=checkpoint_every, keep_last=keep_last, seed=seed, data=data,
-        device=device, gpu=gpu, activation_checkpointing=activation_checkpointing,
-        compile=compile_, max_failures=max_failures, address=address, token_path=token_path, storage=storage,
-        name=name, resume=resume, dry_run=dry_run, plan_id=plan, pue=pue,
-        intensity_kg_per_kwh=intensity, region=region, price_usd_per_gpu_hour=price,
-        meter_interval_s=meter_interval, meter=not no_meter, dashboard=not no_dashboard,
-        carbon_aware=carbon_aware, forecast=forecast, deadline=deadline, policy=policy,
-        threshold_g_per_kwh=threshold, hours=hours, max_usd=max_usd, max_tco2=max_tco2,
-        max_mwh=max_mwh, sim_start=sim_start, sim_speed=sim_speed)
+    given = {k: v for k, v in options.items() if _given(ctx, k)}
+    if preset is not None:
+        given["preset"] = preset
+    if spec_json is not None:
+        base = RunSpec.from_json(spec_json, source="--spec")
+    elif resume is not None:
+        from orchestrator.run.launcher import stored_spec
+
+        base = stored_spec(store_of(ctx), resume)
+    else:
+        base = None
+    spec = build(base, config, given)
     want_json = json_ or g(ctx).json
     live = {"progress": None}
 
@@ -592,7 +593,8 @@ def train_cmd(
 
     store = store_of(ctx)
     try:
-        result = train(store, home_of(ctx), req, progress=progress, on_start=on_start,
+        result = train(store, home_of(ctx), spec, resume=resume, dry_run=dry_run,
+                       progress=progress, on_start=on_start,
                        events=event_line if events else None)
     finally:
         if live["progress"] is not None:

@@ -98,9 +98,10 @@ def train_once(store, home, preset: str, workers: int, steps: int, *, meter: boo
                warmup: int = 3, name: str | None = None, compile: bool = False) -> dict:
     """One real run through launcher.train; its steady-state figures."""
     from model.presets import flops_per_token, get_preset
-    from orchestrator.run.launcher import TrainRequest, train
+    from orchestrator.run.launcher import train
+    from orchestrator.run.spec import RunSpec
 
-    req = TrainRequest(preset=preset, workers=workers, max_steps=steps, data="demo",
+    req = RunSpec(preset=preset, workers=workers, max_steps=steps, data="demo",
                        batch_tokens=batch_tokens, micro_batch=micro_batch, meter=meter,
                        dashboard=False, checkpoint_every=steps, keep_last=1, compile=compile,
                        name=name or f"bench-{preset}-w{workers}")

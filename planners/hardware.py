@@ -45,3 +45,23 @@ def get_gpu(name: str) -> GPU:
     if key not in GPUS:
         raise BadInput(f"unknown GPU {name!r}; known GPUs: {', '.join(GPUS)}")
     return GPUS[key]
+
+
+def gpu_for_device_name(device_name: str) -> tuple[GPU, bool]:
+    """The catalogue entry for a GPU as NVML names it ("NVIDIA A100-SXM4-80GB", "NVIDIA H100
+    80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H200"): (gpu, True) when the name is one we know,
+    else (the A100-80GB figures, False) so the caller can warn which figures it used."""
+    n = str(device_name).upper().replace("_", " ")
+    if "H200" in n:
+        return GPUS["h200"], True
+    if "H100" in n:
+        if "PCIE" in n:
+            return GPUS["h100-pcie"], True
+        if "HBM3" in n or "SXM" in n:
+            return GPUS["h100"], True
+    if "A100" in n:
+        if "40GB" in n:
+            return GPUS["a100-40gb"], "PCIE" not in n
+        if "80GB" in n:
+            return (GPUS["a100-pcie-80gb"] if "PCIE" in n else GPUS["a100-80gb"]), True
+    return GPUS[LLAMA_GPU], False

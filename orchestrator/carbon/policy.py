@@ -1,6 +1,6 @@
 """Carbon- and budget-awareness of one training run: the driver's side.
 
-Built from a `TrainRequest` by `RunPolicy.from_request`; the launcher asks it
+Built from a `RunSpec` by `RunPolicy.from_request`; the launcher asks it
   - before the start: `start_at()` (the delay policy's lowest-carbon window) and the budget
     projection (`check_start`);
   - after every driver poll: `command(step, energy_joules, elapsed_s)` -> None | "pause" |
@@ -60,7 +60,7 @@ class RunPolicy:
     segments: list = field(default_factory=list)  # (start, end) of running time
 
     @classmethod
-    def from_request(cls, req, assumptions: dict, total_steps: int, workers: int,
+    def from_request(cls, spec, assumptions: dict, total_steps: int, workers: int,
                      prediction: dict) -> "RunPolicy":
         from orchestrator.carbon.budgets import budgets
         from orchestrator.carbon.guard import Guard
@@ -68,32 +68,32 @@ class RunPolicy:
         from orchestrator.carbon.scheduler import POLICIES, parse_when
 
         start = None
-        if req.sim_start:
+        if spec.sim_start:
             try:
-                start = parse_time(req.sim_start)[0]
+                start = parse_time(spec.sim_start)[0]
             except Exception:
-                raise BadInput(f"--sim-start {req.sim_start!r} is not an ISO time such as "
+                raise BadInput(f"--sim-start {spec.sim_start!r} is not an ISO time such as "
                                "2026-11-20T06:00Z") from None
-        clock = Clock(start, req.sim_speed)
+        clock = Clock(start, spec.sim_speed)
         p = cls(clock=clock, pue=assumptions["pue"],
                 intensity_kg_per_kwh=assumptions["intensity_kg_per_kwh"],
                 price_usd_per_hour=assumptions.get("price_usd_per_gpu_hour"),
-                workers=workers, total_steps=total_steps, hours=req.hours,
-                budget=budgets(req.max_usd, req.max_tco2, req.max_mwh))
-        if req.carbon_aware:
-            if req.policy not in POLICIES or req.policy == "now":
-                raise BadInput(f"--policy {req.policy!r} is not one of delay, suspend, threshold")
-            if not req.forecast:
+                workers=workers, total_steps=total_steps, hours=spec.hours,
+                budget=budgets(spec.max_usd, spec.max_tco2, spec.max_mwh))
+        if spec.carbon_aware:
+            if spec.policy not in POLICIES or spec.policy == "now":
+                raise BadInput(f"--policy {spec.policy!r} is not one of delay, suspend, threshold")
+            if not spec.forecast:
                 raise BadInput("--carbon-aware needs --forecast FILE (an intensity forecast: "
                                "Electricity Maps, WattTime, UK National Grid JSON or "
                                "time,zone,g_per_kwh CSV)")
-            p.signal = load_signal(req.forecast)
-            p.policy = req.policy
-            p.deadline = parse_when(req.deadline, clock.now(), "--deadline")
-            if req.policy == "threshold":
-                if req.threshold_g_per_kwh is None:
+            p.signal = load_signal(spec.forecast)
+            p.policy = spec.policy
+            p.deadline = parse_when(spec.deadline, clock.now(), "--deadline")
+            if spec.policy == "threshold":
+                if spec.threshold_g_per_kwh is None:
                     raise BadInput("--policy threshold needs --threshold (g CO2eq/kWh)")
-                p.threshold_kg_per_kwh = req.threshold_g_per_kwh / 1000.0
+                p.threshold_kg_per_kwh = spec.threshold_g_per_kwh / 1000.0
             if p.hours is None:
                 days = prediction.get("days")
                 if not days:
@@ -101,9 +101,9 @@ class RunPolicy:
                                    "--hours H")
                 p.hours = days * 24
             if p.deadline is not None and p.deadline < clock.now() + timedelta(hours=p.hours):
-                raise BadInput(f"--deadline {req.deadline} is sooner than the run's expected "
+                raise BadInput(f"--deadline {spec.deadline} is sooner than the run's expected "
                                f"{p.hours:g} h; give a later deadline or fewer steps")
-        elif req.forecast or req.deadline:
+        elif spec.forecast or spec.deadline:
             raise BadInput("--forecast and --deadline need --carbon-aware")
         if p.budget or p.signal is not None:
             per_step = {}

@@ -189,3 +189,19 @@ class NvmlSampler:
             self.nvml.nvmlShutdown()
         except Exception as e:  # noqa: BLE001
             self._error(f"nvmlShutdown failed ({e})")
+
+
+def device_names(nvml=None) -> list[str]:
+    """NVML's names of the GPUs this process may use (CUDA_VISIBLE_DEVICES honoured); [] when
+    there is no NVML (no driver, no GPU)."""
+    try:
+        nvml = nvml or load_nvml()
+        visible = set(visible_gpu_uuids())
+        out = []
+        for i in range(nvml.nvmlDeviceGetCount()):
+            h = nvml.nvmlDeviceGetHandleByIndex(i)
+            if _text(nvml.nvmlDeviceGetUUID(h)) in visible:
+                out.append(_text(nvml.nvmlDeviceGetName(h)))
+        return out
+    except Exception:  # ImportError, NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        return []

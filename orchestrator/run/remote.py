@@ -24,9 +24,14 @@ import shlex
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from planners.errors import BadInput
+
+if TYPE_CHECKING:
+    from orchestrator.run.spec import RunSpec
+    from orchestrator.store import Store
+    from orchestrator.store.home import Home
 
 EVENT_PREFIX = "@tally "
 # gitignore-style, anchored at the working directory (Ray's runtime_env "excludes")
@@ -322,3 +327,83 @@ def run_remote(store, run_id: str, address: str, argv: list[str], *,  # noqa: AN
             msg = f"job {result['job_id']} succeeded but sent no final status event"
         store.update_run(run_id, status=status, message=msg, ended_at=_time(None))
     return result
+
+def job_argv(spec) -> list[str]:  # noqa: ANN001 (RunSpec)
+    """`cli.py` arguments of the job that runs `spec` on the head it is submitted to: the
+    whole specification, as JSON (`train --spec`), attached to the head's own cluster."""
+    return ["train", "--spec", spec.for_remote_job().to_json(), "--events"]
+
+
+def paths_for_head(spec: RunSpec, home: Home) -> RunSpec:
+    """The request with --data and --storage as absolute paths the head can open: the job runs
+    in a temporary copy of this checkout with a TALLY_HOME of its own, so a dataset name or a
+    relative path would not resolve there. For the head this home's `dashboard` started (same
+    machine), a dataset name resolves here and checkpoints default to this home's runs/; for
+    any other head both must be given as paths (or a storage URI) valid on its nodes."""
+    from dataclasses import replace
+
+    from orchestrator.infra.dashboard import load_head
+    from orchestrator.data import open_dataset
+
+    head = load_head(home)
+    local = head is not None and head.get("address") == check_address(spec.address)
+    data, storage = spec.data, spec.storage
+    if local:
+        data = str(Path(open_dataset(data, home=home).root).resolve())  # BadInput if missing
+        storage = str(Path(storage or home.runs).resolve()) if "://" not in (storage or "") \
+            else storage
+    else:
+        if not Path(data).is_absolute():
+            raise BadInput(f"--data {data!r} is not an absolute path; a job on the head at "
+                           f"{spec.address} has a TALLY_HOME of its own: give the dataset's "
+                           "absolute path on the cluster's nodes")
+        if not storage or not (Path(storage).is_absolute() or "://" in storage):
+            raise BadInput(f"--storage {storage!r} must be given as an absolute path or URI "
+                           "shared by the cluster's nodes (s3://BUCKET/tally, /mnt/shared) "
+                           "for a job on a remote head: its own TALLY_HOME is temporary")
+    return replace(spec, data=data, storage=storage)
+
+
+def train_remote(store: Store, home: Home, spec: RunSpec, *,
+                 progress: Callable[[dict], None] | None = None,
+                 on_start: Callable[[dict], None] | None = None,
+                 python: str | None = None) -> dict:
+    """Submit the run through Ray's Jobs API at `spec.address` and record what it reports."""
+    from orchestrator.run.remote import _client, defaults_for, run_remote
+
+    from orchestrator.run.launch import resolve_preset
+    from orchestrator.store import utcnow
+    from planners.errors import RunFailed
+
+    preset = resolve_preset(spec.preset, spec.custom_preset)
+    token_path, python = defaults_for(spec.address, home, spec.token_path, python)
+    _client(spec.address, token_path)  # unreachable, 401, 403: BadInput before any run exists
+    spec = paths_for_head(spec, home)
+    run = store.create_run(preset.name, {"preset": preset.name, "workers": spec.workers,
+                                         "remote": True, "spec": spec.to_dict()},
+                           name=spec.name, status="created", ray_address=spec.address)
+    if on_start:
+        on_start({"run_id": run.id, "dashboard_url": spec.address, "token_path": token_path,
+                  "launch": None, "run_dir": None})
+    last = {"energy_joules": 0.0}
+
+    def seen(ev: dict) -> None:
+        if ev.get("type") == "energy":
+            last["energy_joules"] += sum(s["joules"] for s in ev.get("samples", [ev]))
+        if ev.get("type") == "step" and progress:
+            progress({**ev, "energy_joules": last["energy_joules"]})
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        result = run_remote(store, run.id, spec.address, job_argv(spec), token_path=token_path,
+                            working_dir=root, python=python, on_event=seen)
+    except BaseException as e:  # refused submission, Ctrl-C (run_remote stopped the job), ...
+        interrupted = isinstance(e, KeyboardInterrupt)
+        store.update_run(run.id, status="interrupted" if interrupted else "failed",
+                         ended_at=utcnow(), message=f"{type(e).__name__}: {e}"[:500])
+        raise
+    summary = store.run_summaries([run.id])[0]
+    if summary["status"] == "failed":
+        raise RunFailed(f"remote run {run.id} (job {result['job_id']}) failed: "
+                        f"{summary['message']}; `ray job logs {result['job_id']}` shows its log")
+    return summary

@@ -32,14 +32,14 @@ LAUNCH = ["--workers", "2", "--max-steps", str(STEPS), "--tokens", str(STEPS * 1
 
 
 def request(**kw):
-    """The reference launch as a TrainRequest (what `train tiny *FAST *LAUNCH` builds)."""
-    from orchestrator.run.launcher import TrainRequest
+    """The reference launch as a RunSpec (what `train tiny *FAST *LAUNCH` builds)."""
+    from orchestrator.run.spec import RunSpec
 
     base = dict(preset="tiny", workers=2, max_steps=STEPS, tokens=STEPS * 1024,
                 batch_tokens=1024, micro_batch=2, checkpoint_every=EVERY, warmup_steps=2,
                 lr=3e-3, seed=5, meter=False, dashboard=False, max_failures=2)
     base.update(kw)
-    return TrainRequest(**base)
+    return RunSpec(**base)
 
 
 def step_times(home: Path, run_id: str) -> list[tuple[int, float]]:

@@ -1,0 +1,215 @@
+"""Ray: start or attach a cluster, and run a planned launch on it with Ray Train's
+TorchTrainer (one segment per carbon pause), the driver thread beside it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.presets import flops_per_token
+from orchestrator.run.driver import Driver, _channel_class, _meters
+from orchestrator.run.launch import peak_flops, run_config
+from orchestrator.store import utcnow
+from planners.errors import BadInput, RunFailed
+
+@dataclass
+class RayHandle:
+    address: str | None
+    dashboard_url: str | None
+    started_here: bool
+    token_path: str | None = None
+
+
+def connect(home: Home, address: str | None, *, dashboard: bool = True) -> RayHandle:
+    """Attach to `address`, reuse an initialised Ray, or start a private local instance
+    (dashboard on 127.0.0.1, token authentication on)."""
+    import ray
+
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        return RayHandle(ctx.gcs_address, None, False)
+    if address:
+        try:
+            info = ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except Exception as e:  # ConnectionError, RuntimeError on auth, ...
+            raise BadInput(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
+                           "give --address ray://HEAD:10001, HEAD:6379 or auto") from None
+        return RayHandle(address, getattr(info, "dashboard_url", None), False)
+    from orchestrator.infra.dashboard import ensure_token, forget_current_cluster
+
+    token = ensure_token(home)
+    # a record of a dead `ray start` cluster would cost every run 12 s at shutdown (Ray
+    # Train's placement-group cleaner waits on it); drop it, as `ray stop` would
+    forget_current_cluster()
+    import logging
+
+    # Ray warns on stderr that token auth is on (we turned it on); keep stderr for our lines.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR)
+    # ray.init() of a new local instance turns token authentication on by default (2.60) and
+    # reads the token from RAY_AUTH_TOKEN_PATH: ours, private, instead of ~/.ray/auth_token.
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        raise BadInput(f"RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']!r}: tally's embedded Ray "
+                       "always uses token authentication; unset RAY_AUTH_MODE")
+    info = ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=dashboard,
+                    dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
+    url = getattr(info, "dashboard_url", None)
+    return RayHandle("local", f"http://{url}" if url and "://" not in url else url, True,
+                     str(token))
+
+
+def cluster_capacity() -> dict:
+    import ray
+
+    res = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"cpus": int(res.get("CPU", 0)), "gpus": int(res.get("GPU", 0)),
+            "memory_bytes": float(res.get("memory", 0)), "nodes": len(nodes)}
+
+
+def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, handle, progress,
+               events, on_start, policy, resume: str | None = None) -> dict:
+    """Record the run (or reopen `resume`), then train it with TorchTrainer, one segment per
+    carbon pause, the driver thread writing what the workers send. Ctrl-C or SIGTERM: the
+    workers checkpoint at their next step and stop; the run ends `interrupted`, resumable."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from orchestrator.run.worker import TrainConfig
+
+    if resume:
+        run = store.get_run(resume)
+        run_id = run.id
+        store.update_run(run_id, status="running", ended_at=None, message=None)
+    else:
+        cfg = run_config(spec, plan, assumptions)
+        run = store.create_run(preset.name, cfg, name=spec.name, status="running",
+                               ray_address=handle.address if handle else None,
+                               plan_id=spec.plan_id)
+        run_id = run.id
+    store.update_run(run_id, started_at=run.started_at or utcnow())
+    storage = spec.storage or str(home.runs)
+    run_dir = Path(storage) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.update_run(run_id, storage_path=str(run_dir))
+    if on_start:
+        on_start({"run_id": run_id, "dashboard_url": handle.dashboard_url if handle else None,
+                  "token_path": handle.token_path if handle else None,
+                  "launch": plan.as_dict(), "run_dir": str(run_dir)})
+    if events:
+        events({"type": "run", "run_id": run_id, "preset": preset.name,
+                "storage_path": str(run_dir.absolute()), "config": store.get_run(run_id).config})
+
+    # on the driver's node: a worker node lost mid-run must not take the channel with it
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    channel = _channel_class().options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False)).remote(
+        (store.run_summaries([run_id])[0]["last_step"] or 0) if resume else 0)
+    tcfg = TrainConfig(
+        run_id=run_id, preset=preset.name, model_args=preset.args.__dict__.copy(),
+        data=str(dataset.root), checkpoint_dir=str(run_dir / "checkpoints"),
+        seq_len=plan.seq_len, global_batch=plan.global_batch, micro_batch=plan.micro_batch,
+        max_steps=plan.max_steps, total_steps=plan.total_steps, lr=plan.lr,
+        warmup_steps=plan.warmup_steps, seed=spec.seed, checkpoint_every=plan.checkpoint_every,
+        keep_last=spec.keep_last, device=device,
+        activation_checkpointing=spec.activation_checkpointing, compile=spec.compile,
+        peak_flops=peak_flops(assumptions, device), flops_per_token=flops_per_token(preset.args, plan.seq_len),
+        params=preset.params, extra={"threads": plan.cpus_per_worker})
+    meters = None
+    if spec.meter:
+        meters = _meters(run_id, run_dir, spec, assumptions)
+    policy.requested_at = policy.clock.now()
+    start = policy.start_at()
+    if start is not None and start[0] > policy.clock.now():
+        store.update_run(run_id, status="waiting")
+        store.add_event(run_id, "wait", until=start[0].isoformat(), **start[1])
+        if events:
+            events({"type": "status", "status": "waiting", "until": start[0].isoformat()})
+        waited = policy.clock.sleep_until(start[0])
+        store.update_run(run_id, status="running", waited_s=store.get_run(run_id).waited_s + waited)
+    driver = Driver(store, run_id, channel, plan, run_dir, progress, events, meters,
+                    policy).start()
+    resources = {"GPU": 1} if device == "cuda" else {"CPU": plan.cpus_per_worker}
+    status, message = "failed", None
+    try:
+        while True:  # one segment per pause
+            trainer = TorchTrainer(
+                _worker_entry, train_loop_config={**tcfg.as_dict(), "channel": channel},
+                scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=device == "cuda",
+                                             resources_per_worker=resources,
+                                             placement_strategy="PACK"),
+                run_config=RunConfig(name=run_id, storage_path=str(Path(storage).absolute()),
+                                     failure_config=FailureConfig(max_failures=spec.max_failures)))
+            began = policy.clock.now()
+            trainer.fit()
+            driver.poll_once()
+            policy.segments.append((began, policy.clock.now()))
+            reason = (driver.done or {}).get("reason")
+            if reason != "pause":
+                status = {"budget": "budget-stopped", None: "completed",
+                          "max_steps": "completed"}.get(reason, "interrupted")
+                break
+            step = driver.done["step"]
+            resume = policy.resume_at(step) or policy.clock.now()
+            store.update_run(run_id, status="paused")
+            store.add_event(run_id, "pause", step=step, decided_at=driver.commanded_at.isoformat(),
+                            until=resume.isoformat(),
+                            intensity_kg_per_kwh=driver.commanded_kg_per_kwh)
+            if events:
+                events({"type": "status", "status": "paused", "until": resume.isoformat()})
+            policy.clock.sleep_until(resume)
+            # paused from the decision (the workers checkpoint and stop) to the restart
+            paused = (policy.clock.now() - driver.commanded_at).total_seconds()
+            store.update_run(run_id, status="running",
+                             paused_s=store.get_run(run_id).paused_s + paused)
+            store.add_event(run_id, "resume-after-pause", step=step,
+                            intensity_kg_per_kwh=policy.intensity_now())
+            ray.get(channel.set_command.remote(None))
+            driver.commanded, driver.done = None, None
+    except KeyboardInterrupt:
+        status, message = "interrupted", "interrupted by the user (resume with --resume)"
+    except Exception as e:  # TrainingFailedError and friends
+        message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+    finally:
+        try:
+            driver.finish()
+            ray.kill(channel)
+        except Exception as e:  # the run's status must still be written
+            message = message or f"{type(e).__name__}: {e}"
+            status = "failed" if status == "completed" else status
+    if status == "budget-stopped":
+        message = f"stopped at a checkpoint before the budget {policy.budget} was crossed " \
+                  f"(spent {policy._spent}); resume with --resume {run_id} and a new budget"
+    if meters is not None:
+        st = meters.status()
+        store.add_event(run_id, "meter", **st)
+        for e in st["errors"]:
+            print(f"warning: energy metering: {e}", file=sys.stderr)
+    savings = policy.savings()
+    if savings:
+        store.add_event(run_id, "carbon", **savings)
+    store.update_run(run_id, status=status, ended_at=utcnow(), message=message)
+    if events:
+        events({"type": "status", "status": status, "message": message})
+    summary = store.run_summaries([run_id])[0]
+    if status == "failed":
+        log = run_dir
+        raise RunFailed(f"run {run_id} failed: {message}; logs under {log} and the Ray session "
+                        "logs (/tmp/ray/session_latest/logs)")
+    return summary
+
+
+def _worker_entry(config: dict) -> None:
+    import torch
+
+    threads = (config.get("extra") or {}).get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    from orchestrator.run.worker import train_loop
+
+    train_loop(config)
