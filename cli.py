@@ -20,7 +20,7 @@ from typer._click import exceptions as click  # typer 0.29 vendors click; pinned
 from rich.console import Console
 from rich.table import Table
 
-from planners.errors import BadInput, RunFailed
+from planners.errors import BadInput, RunFailed, RunInterrupted
 
 __version__ = "0.1.0"
 
@@ -1100,6 +1100,9 @@ def fits_cmd(ctx: typer.Context, json_: JsonOpt = False):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map bad input to exit 2 with one line, run-time failures to exit 1."""
+    from orchestrator.run.stopping import raise_on_sigterm
+
+    raise_on_sigterm()  # SIGTERM (kill, Slurm, systemd, Kubernetes) stops like Ctrl-C
     command = typer.main.get_command(app)
     verbose = "--verbose" in (argv or sys.argv) or "-v" in (argv or sys.argv)
     try:
@@ -1119,9 +1122,12 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
-    except KeyboardInterrupt:
+    except RunInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt as e:  # stopping.Interrupted carries SIGINT or SIGTERM
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)
     except RunFailed as e:
         print(f"failed: {e}", file=sys.stderr)
         return 1

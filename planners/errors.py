@@ -15,3 +15,12 @@ class BadInput(ValueError):
 
 class RunFailed(RuntimeError):
     """A failure at run time (exit code 1): the message says what failed and where the log is."""
+
+
+class RunInterrupted(RuntimeError):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM (kill, Slurm, systemd, Kubernetes): the
+    message says where it stopped and how to resume; exit code 128 + the signal (130, 143)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

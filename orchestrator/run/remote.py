@@ -395,8 +395,10 @@ def train_remote(store: Store, home: Home, spec: RunSpec, *,
 
     root = Path(__file__).resolve().parents[2]
     try:
-        result = run_remote(store, run.id, spec.address, job_argv(spec), token_path=token_path,
-                            working_dir=root, python=python, on_event=seen)
+        with store.driving(run.id):
+            result = run_remote(store, run.id, spec.address, job_argv(spec),
+                                token_path=token_path, working_dir=root, python=python,
+                                on_event=seen)
     except BaseException as e:  # refused submission, Ctrl-C (run_remote stopped the job), ...
         interrupted = isinstance(e, KeyboardInterrupt)
         store.update_run(run.id, status="interrupted" if interrupted else "failed",

@@ -4,15 +4,18 @@ TorchTrainer (one segment per carbon pause), the driver thread beside it."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from model.presets import flops_per_token
 from orchestrator.run.driver import Driver, _channel_class, _meters
+from orchestrator.run import stopping
 from orchestrator.run.launch import peak_flops, run_config
+from orchestrator.run.stopping import Stopper
 from orchestrator.store import utcnow
-from planners.errors import BadInput, RunFailed
+from planners.errors import BadInput, RunFailed, RunInterrupted
 
 @dataclass
 class RayHandle:
@@ -124,64 +127,79 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
     if spec.meter:
         meters = _meters(run_id, run_dir, spec, assumptions)
     policy.requested_at = policy.clock.now()
-    start = policy.start_at()
-    if start is not None and start[0] > policy.clock.now():
-        store.update_run(run_id, status="waiting")
-        store.add_event(run_id, "wait", until=start[0].isoformat(), **start[1])
-        if events:
-            events({"type": "status", "status": "waiting", "until": start[0].isoformat()})
-        waited = policy.clock.sleep_until(start[0])
-        store.update_run(run_id, status="running", waited_s=store.get_run(run_id).waited_s + waited)
-    driver = Driver(store, run_id, channel, plan, run_dir, progress, events, meters,
-                    policy).start()
+    driver = None
     resources = {"GPU": 1} if device == "cuda" else {"CPU": plan.cpus_per_worker}
-    status, message = "failed", None
+    status, message, signum = "failed", None, None
+    stopper = Stopper(lambda sig: ray.get(channel.set_command.remote("interrupt"), timeout=10))
     try:
-        while True:  # one segment per pause
-            trainer = TorchTrainer(
-                _worker_entry, train_loop_config={**tcfg.as_dict(), "channel": channel},
-                scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=device == "cuda",
-                                             resources_per_worker=resources,
-                                             placement_strategy="PACK"),
-                run_config=RunConfig(name=run_id, storage_path=str(Path(storage).absolute()),
-                                     failure_config=FailureConfig(max_failures=spec.max_failures)))
-            began = policy.clock.now()
-            trainer.fit()
-            driver.poll_once()
-            policy.segments.append((began, policy.clock.now()))
-            reason = (driver.done or {}).get("reason")
-            if reason != "pause":
-                status = {"budget": "budget-stopped", None: "completed",
-                          "max_steps": "completed"}.get(reason, "interrupted")
-                break
-            step = driver.done["step"]
-            resume = policy.resume_at(step) or policy.clock.now()
-            store.update_run(run_id, status="paused")
-            store.add_event(run_id, "pause", step=step, decided_at=driver.commanded_at.isoformat(),
-                            until=resume.isoformat(),
-                            intensity_kg_per_kwh=driver.commanded_kg_per_kwh)
-            if events:
-                events({"type": "status", "status": "paused", "until": resume.isoformat()})
-            policy.clock.sleep_until(resume)
-            # paused from the decision (the workers checkpoint and stop) to the restart
-            paused = (policy.clock.now() - driver.commanded_at).total_seconds()
-            store.update_run(run_id, status="running",
-                             paused_s=store.get_run(run_id).paused_s + paused)
-            store.add_event(run_id, "resume-after-pause", step=step,
-                            intensity_kg_per_kwh=policy.intensity_now())
-            ray.get(channel.set_command.remote(None))
-            driver.commanded, driver.done = None, None
-    except KeyboardInterrupt:
-        status, message = "interrupted", "interrupted by the user (resume with --resume)"
+        with stopper, store.driving(run_id):
+            start = policy.start_at()
+            if start is not None and start[0] > policy.clock.now():
+                store.update_run(run_id, status="waiting")
+                store.add_event(run_id, "wait", until=start[0].isoformat(), **start[1])
+                if events:
+                    events({"type": "status", "status": "waiting", "until": start[0].isoformat()})
+                waited = policy.clock.sleep_until(start[0])
+                store.update_run(run_id, status="running",
+                                 waited_s=store.get_run(run_id).waited_s + waited)
+            driver = Driver(store, run_id, channel, plan, run_dir, progress, events, meters,
+                            policy).start()
+            while True:  # one segment per pause
+                trainer = _trainer_class(TorchTrainer, stopper)(
+                    _worker_entry, train_loop_config={**tcfg.as_dict(), "channel": channel},
+                    scaling_config=ScalingConfig(num_workers=plan.workers,
+                                                 use_gpu=device == "cuda",
+                                                 resources_per_worker=resources,
+                                                 placement_strategy="PACK"),
+                    run_config=RunConfig(name=run_id, storage_path=str(Path(storage).absolute()),
+                                         failure_config=FailureConfig(
+                                             max_failures=spec.max_failures)))
+                began = policy.clock.now()
+                stopper.training = True
+                trainer.fit()
+                stopper.training = False
+                driver.poll_once()
+                policy.segments.append((began, policy.clock.now()))
+                reason = (driver.done or {}).get("reason")
+                if reason != "pause":
+                    status = {"budget": "budget-stopped", None: "completed",
+                              "max_steps": "completed"}.get(reason, "interrupted")
+                    break
+                step = driver.done["step"]
+                resume_at = policy.resume_at(step) or policy.clock.now()
+                store.update_run(run_id, status="paused")
+                store.add_event(run_id, "pause", step=step,
+                                decided_at=driver.commanded_at.isoformat(),
+                                until=resume_at.isoformat(),
+                                intensity_kg_per_kwh=driver.commanded_kg_per_kwh)
+                if events:
+                    events({"type": "status", "status": "paused", "until": resume_at.isoformat()})
+                policy.clock.sleep_until(resume_at)
+                # paused from the decision (the workers checkpoint and stop) to the restart
+                paused = (policy.clock.now() - driver.commanded_at).total_seconds()
+                store.update_run(run_id, status="running",
+                                 paused_s=store.get_run(run_id).paused_s + paused)
+                store.add_event(run_id, "resume-after-pause", step=step,
+                                intensity_kg_per_kwh=policy.intensity_now())
+                ray.get(channel.set_command.remote(None))
+                driver.commanded, driver.done = None, None
+    except KeyboardInterrupt as e:  # Interrupted (SIGINT, SIGTERM) or a bare KeyboardInterrupt
+        status, signum = "interrupted", getattr(e, "signum", signal.SIGINT)
     except Exception as e:  # TrainingFailedError and friends
         message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
     finally:
         try:
-            driver.finish()
+            if driver is not None:
+                driver.finish()
             ray.kill(channel)
-        except Exception as e:  # the run's status must still be written
+        except BaseException as e:  # the run's status must still be written
             message = message or f"{type(e).__name__}: {e}"
             status = "failed" if status == "completed" else status
+    if status == "interrupted":
+        signum = signum or stopper.signum or signal.SIGINT
+        last = store.run_summaries([run_id])[0]["last_step"]
+        message = (f"stopped by {stopping.name(signum)} at step {last or 0}; resume with "
+                   f"`tally train --resume {run_id}`")
     if status == "budget-stopped":
         message = f"stopped at a checkpoint before the budget {policy.budget} was crossed " \
                   f"(spent {policy._spent}); resume with --resume {run_id} and a new budget"
@@ -197,11 +215,32 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
     if events:
         events({"type": "status", "status": status, "message": message})
     summary = store.run_summaries([run_id])[0]
+    if status == "interrupted":
+        raise RunInterrupted(f"run {run_id} {message}", signum)
     if status == "failed":
         log = run_dir
         raise RunFailed(f"run {run_id} failed: {message}; logs under {log} and the Ray session "
                         "logs (/tmp/ray/session_latest/logs)")
     return summary
+
+
+def _trainer_class(base, stopper: Stopper):
+    """TorchTrainer whose Ctrl-C is ours: Ray Train 2.60 replaces the driver's SIGINT handler
+    inside fit() with one that aborts the run without a checkpoint and exits 1
+    (DataParallelTrainer._register_sigint_handler). The stopper asks the workers to checkpoint
+    and stop instead, and aborts the controller itself only on a second signal."""
+
+    class Trainer(base):
+        def _register_sigint_handler(self, controller) -> None:  # noqa: ANN001
+            stopper.abort = lambda: ray_get(controller.abort.remote(), timeout=30)
+
+    return Trainer
+
+
+def ray_get(ref, timeout: float | None = None):  # noqa: ANN001
+    import ray
+
+    return ray.get(ref, timeout=timeout)
 
 
 def _worker_entry(config: dict) -> None:

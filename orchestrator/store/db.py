@@ -71,6 +71,8 @@ class Run(Base):
     message: Mapped[str | None] = mapped_column(Text)
     waited_s: Mapped[float] = mapped_column(Float, default=0.0)  # carbon-aware delay
     paused_s: Mapped[float] = mapped_column(Float, default=0.0)  # carbon-aware suspensions
+    driver: Mapped[str | None] = mapped_column(String(255))  # "host:pid:start" of its driver
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the driver, alive
 
 
 class Step(Base):
@@ -333,6 +335,31 @@ class Store:
             raise BadInput(f"no run with id {run_id!r}; `cli.py runs` lists the run ids")
         return run
 
+    @contextmanager
+    def driving(self, run_id: str) -> Iterator[None]:
+        """This process drives `run_id` while the block runs: it is recorded as the run's
+        driver, and a thread renews the heartbeat, so `runs` can tell a run whose driver is
+        gone (`lost`) from one that is running."""
+        import threading
+
+        self.update_run(run_id, driver=driver_id(), heartbeat_at=utcnow())
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                try:
+                    self.update_run(run_id, heartbeat_at=utcnow())
+                except Exception:  # a busy or full disk must not stop the run
+                    pass
+
+        t = threading.Thread(target=beat, name="tally-heartbeat", daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join(timeout=5)
+
     def update_run(self, run_id: str, **fields: Any) -> None:
         with self.write() as s:
             run = s.get(Run, run_id)
@@ -431,7 +458,7 @@ def run_summary(run: Run, n_steps: int, last_step: int | None, tokens: int | Non
         "id": run.id,
         "name": run.name,
         "preset": run.preset,
-        "status": run.status,
+        "status": shown_status(run),
         "steps": n_steps,
         "last_step": last_step,
         "tokens": tokens or 0,
@@ -451,6 +478,44 @@ def run_summary(run: Run, n_steps: int, last_step: int | None, tokens: int | Non
         "waited_s": run.waited_s,
         "paused_s": run.paused_s,
     }
+
+
+LIVE_STATUSES = ("created", "waiting", "running", "paused")
+HEARTBEAT_S = 15.0  # how often a driver says it is alive
+STALE_S = 120.0  # a driver on another host that has not said so for this long is gone
+
+
+def driver_id() -> str:
+    """This process as a run's driver: host, pid and the process's start time (pids recur)."""
+    import psutil
+
+    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.0f}"
+
+
+def driver_alive(driver: str | None, heartbeat_at: datetime | None,
+                 now: datetime | None = None) -> bool | None:
+    """Whether a run's driver still runs: on this host, its process is checked; elsewhere
+    its heartbeat must be recent. None when the run records no driver (older runs)."""
+    import psutil
+
+    if not driver:
+        return None
+    host, pid, start = driver.rsplit(":", 2)
+    if host == socket.gethostname():
+        try:
+            return abs(psutil.Process(int(pid)).create_time() - float(start)) < 2
+        except (psutil.Error, ValueError):
+            return False
+    if heartbeat_at is None:
+        return False
+    return ((now or utcnow()) - heartbeat_at).total_seconds() < STALE_S
+
+
+def shown_status(run: Run) -> str:
+    """A live status whose driver is gone (killed, machine lost) is shown as `lost`."""
+    if run.status in LIVE_STATUSES and driver_alive(run.driver, run.heartbeat_at) is False:
+        return "lost"
+    return run.status
 
 
 def _iso(t: datetime | None) -> str | None:

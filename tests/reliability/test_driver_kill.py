@@ -104,7 +104,7 @@ def test_resume_after_driver_kill_equals_an_uninterrupted_run(killed, reference,
     monkeypatch.setenv("TALLY_HOME", str(home))
     monkeypatch.delenv("TALLY_DB", raising=False)
     shown = run_cli("runs", "show", run_id, "--json").json()
-    assert shown["run"]["status"] == "running"  # what a SIGKILL leaves: the driver never said
+    assert shown["run"]["status"] == "lost"  # its driver is gone: neither running nor ended
     t_resume = time.time()
     res = run_cli("train", "--resume", run_id, "--json")
     assert res.code == 0, res.stderr
