@@ -25,9 +25,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
-# Only the fast tests, for the edit-test loop.
+# Only the fast tests (tests/unit: no Ray, no training), for the edit-test loop.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest tests/unit -m "not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -181,7 +181,7 @@ def _demand(inference_budget, requests, prompt_tokens, output_tokens, prompt_sha
     if inference_budget is None:
         return 0.0, 0.0, {"inference_tokens": _assumed(0, "no inference counted (give "
                                                           "--inference-budget)")}
-    total = parse_count(inference_budget, "--inference-budget")
+    total = parse_count(inference_budget, "--inference-budget", allow_zero=True)  # 0: none served
     if prompt_share is None:
         share = _assumed(PROMPT_SHARE, "half of the served tokens are prompt (prefill), half "
                                        "generated (decode); override with --prompt-share")

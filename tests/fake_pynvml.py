@@ -42,8 +42,9 @@ NVMLError._classes = {NVML_ERROR_NOT_SUPPORTED: NVMLError_NotSupported,
 
 
 class FakeGpu:
-    def __init__(self, uuid: str, energy_mj=None, power_mw=(300_000,)):
-        self.uuid = uuid
+    def __init__(self, uuid: str, energy_mj=None, power_mw=(300_000,),
+                 name: str = "NVIDIA A100-SXM4-80GB"):
+        self.uuid, self.name = uuid, name
         self.energy_mj = list(energy_mj) if energy_mj is not None else None
         self.power_mw = list(power_mw)
         self.energy_calls = self.power_calls = 0
@@ -102,4 +103,5 @@ def make_module(gpus: list[FakeGpu]) -> types.ModuleType:
     m.nvmlDeviceGetUUID = lambda g: g.uuid.encode()  # older bindings return bytes
     m.nvmlDeviceGetTotalEnergyConsumption = energy
     m.nvmlDeviceGetPowerUsage = power
+    m.nvmlDeviceGetName = lambda g: g.name
     return m

@@ -92,8 +92,36 @@ def plan_for(preset: Preset, spec: RunSpec, capacity: dict, device: str | None =
                        batch_tokens=spec.batch_tokens, micro_batch=spec.micro_batch, lr=spec.lr,
                        warmup_steps=spec.warmup_steps, checkpoint_every=spec.checkpoint_every,
                        activation_checkpointing=spec.activation_checkpointing)
-    return {"plan": plan, "device": device,
-            "assumptions": footprint_assumptions(spec, device, capacity)}
+    assumptions = footprint_assumptions(spec, device, capacity)
+    gpu = gpu_of(assumptions)
+    if device == "cuda" and spec.micro_batch is None and gpu is not None:
+        plan = _largest_micro_batch_that_fits(preset, plan, gpu)
+    return {"plan": plan, "device": device, "assumptions": assumptions}
+
+
+def _largest_micro_batch_that_fits(preset: Preset, plan, gpu):  # noqa: ANN001 (LaunchPlan, GPU)
+    """With no --micro-batch on GPUs: the largest divisor of each worker's sequences (up to the
+    default) whose memory plan leaves 10% of the GPU free; the default when none does (the
+    pre-flight then says what it needs)."""
+    from dataclasses import replace
+
+    from planners.memory import plan_memory
+
+    per_worker = plan.global_batch // plan.workers
+    for micro in range(plan.micro_batch, 0, -1):
+        if per_worker % micro:
+            continue
+        mem = plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=micro,
+                          world_size=plan.workers,
+                          activation_checkpointing=plan.activation_checkpointing,
+                          mixed_precision=True)
+        if mem["total_bytes_per_device"] <= 0.9 * gpu.memory_bytes:
+            if micro != plan.micro_batch:
+                plan = replace(plan, micro_batch=micro, accumulation=per_worker // micro,
+                               notes=plan.notes + [f"micro-batch {micro}: the largest that "
+                                                   f"fits {gpu.label} memory"])
+            return plan
+    return plan
 
 
 def dry_run_launch(preset: Preset, spec: RunSpec, capacity: dict) -> dict:

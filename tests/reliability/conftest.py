@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from orchestrator.store.home import Home
 from orchestrator.store import RunEvent, Step, Store
-from tests.test_train import FAST
-from tests.test_train import _losses as losses  # (step, loss) rows of a run, in step order
+from tests.e2e.test_train import FAST
+from tests.e2e.test_train import _losses as losses  # (step, loss) rows of a run, in step order
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable

@@ -9,7 +9,7 @@ import pytest
 from orchestrator.scaling.fits import final_val_loss
 from orchestrator.store.home import Home
 from orchestrator.store import Store
-from tests.test_train import tcli  # noqa: F401 (fixture)
+from tests.e2e.test_train import tcli  # noqa: F401 (fixture)
 
 # 2 budgets x 3 sizes, 2 sequences of 256 tokens a step: 2-5 steps a run at vocabulary 2048.
 SWEEP = ("sweep", "--budgets", "1e9,2e9", "--sizes", "3", "--batch-tokens", "512",

@@ -14,7 +14,7 @@ from orchestrator.carbon.scheduler import (best_start, cleanest_slots, next_resu
                                     should_pause)
 from orchestrator.carbon.signals import Interval, Signal, load_signal
 
-DATA = Path(__file__).parent / "data" / "forecasts"
+DATA = Path(__file__).parent.parent / "data" / "forecasts"
 UTC = timezone.utc
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 MIN = timedelta(minutes=1)

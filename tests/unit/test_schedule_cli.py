@@ -14,7 +14,7 @@ from orchestrator.carbon.queue import add_job, list_jobs, plan_queue, run_queue
 from orchestrator.store import open_store
 from tests.conftest import assert_bad_input
 
-DATA = Path(__file__).parent / "data" / "forecasts"
+DATA = Path(__file__).parent.parent / "data" / "forecasts"
 WEEK = DATA / "de_week_hourly.csv"
 UTC = timezone.utc
 

@@ -12,7 +12,7 @@ import yaml
 from orchestrator.infra.cluster import INSTANCES, check_cluster_config
 from tests.conftest import assert_bad_input
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FILES = ["ray_cluster.yaml", "ray_cluster.gcp.yaml"]
 
 

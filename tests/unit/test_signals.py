@@ -11,7 +11,7 @@ from planners.errors import BadInput
 from planners.grid import lookup
 from orchestrator.carbon.signals import load_signal, static_signal
 
-DATA = Path(__file__).parent / "data" / "forecasts"
+DATA = Path(__file__).parent.parent / "data" / "forecasts"
 UTC = timezone.utc
 
 

@@ -24,7 +24,7 @@ from orchestrator.store import Store
 from planners.errors import BadInput
 from tests.conftest import assert_bad_input
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(home: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -248,7 +248,7 @@ def test_remote_refused_without_or_with_wrong_token(head, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
     res = subprocess.run([sys.executable, "-c", probe, address, str(tmp_path), str(wrong)],
-                         cwd=Path(__file__).resolve().parent.parent, env=env,
+                         cwd=Path(__file__).resolve().parents[2], env=env,
                          capture_output=True, text=True, timeout=120)
     lines = [line for line in res.stdout.splitlines() if line.startswith(("REFUSED", "ACCEPTED"))]
     assert len(lines) == 2, res.stdout + res.stderr

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from orchestrator.store.home import Home
 from orchestrator.store import EnergySample, RunEvent, Step, Store
-from tests.test_train import FAST, SCHEDULE, _losses, tcli  # noqa: F401 (fixtures)
+from tests.e2e.test_train import FAST, SCHEDULE, _losses, tcli  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 

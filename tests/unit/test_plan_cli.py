@@ -150,7 +150,6 @@ def test_human_output(home, run_cli):
     (["--target-perf", "1.8", "--fit", "epoch"], ["unreachable", "1.8172"]),
     (["--target-perf", "ppl=0.5"], ["perplexity"]),
     (["--target-perf", "99b"], ["99b", "7b", "ppl=7.8"]),
-    (["--target-perf", "2", "--inference-budget", "0"], ["--inference-budget", "> 0"]),
     (["--target-perf", "2", "--inference-budget", "-2T"], ["--inference-budget"]),
     (["--target-perf", "2", "--gpus", "0"], ["--gpus"]),
     (["--target-perf", "2", "--gpus", "-8"], ["--gpus"]),
@@ -174,3 +173,14 @@ def test_human_output(home, run_cli):
 ])
 def test_bad_input_is_one_line(home, run_cli, args, needles):
     assert_bad_input(run_cli("plan", *args), *needles)
+
+
+def test_inference_budget_zero_is_the_chinchilla_question(home, run_cli):
+    """Nothing served: the inference-optimal model is the training-compute-optimal one."""
+    zero = run_cli("plan", "--target-perf", "2.0", "--inference-budget", "0", "--json")
+    none = run_cli("plan", "--target-perf", "2.0", "--json")
+    assert zero.code == 0, zero.stderr
+    opt = {o["label"]: o for o in zero.json()["options"]}
+    ref = {o["label"]: o for o in none.json()["options"]}
+    assert opt["inference-optimal"]["params"] == pytest.approx(ref["inference-optimal"]["params"])
+    assert zero.json()["assumptions"]["inference_tokens"]["value"] == 0

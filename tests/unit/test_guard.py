@@ -12,7 +12,7 @@ from orchestrator.carbon.guard import Guard
 from orchestrator.carbon.scheduler import plan_policy
 from orchestrator.carbon.signals import load_signal
 
-WEEK = Path(__file__).parent / "data" / "forecasts" / "de_week_hourly.csv"
+WEEK = Path(__file__).parent.parent / "data" / "forecasts" / "de_week_hourly.csv"
 
 
 def drive(guard: Guard, step_s: float, start, step_cost: float, poll_every: int = 2,

@@ -10,7 +10,7 @@ from orchestrator.store.home import Home
 from orchestrator.store import open_store
 from tests.conftest import assert_bad_input
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_help_and_version_in_a_real_process():
