@@ -42,6 +42,8 @@ def train(store: Store, home: Home, spec: RunSpec, *, resume: str | None = None,
     spec = spec.validate()
     if resume is not None:
         resume = store.get_run(resume).id
+    if spec.plan_id is not None:
+        store.get_plan(spec.plan_id)  # BadInput for an unknown id, before anything starts
     if is_jobs_address(spec.address) and not dry_run:
         from orchestrator.run.remote import train_remote
 

@@ -381,7 +381,8 @@ def train_remote(store: Store, home: Home, spec: RunSpec, *,
     spec = paths_for_head(spec, home)
     run = store.create_run(preset.name, {"preset": preset.name, "workers": spec.workers,
                                          "remote": True, "spec": spec.to_dict()},
-                           name=spec.name, status="created", ray_address=spec.address)
+                           name=spec.name, status="created", ray_address=spec.address,
+                           plan_id=spec.plan_id)
     if on_start:
         on_start({"run_id": run.id, "dashboard_url": spec.address, "token_path": token_path,
                   "launch": None, "run_dir": None})

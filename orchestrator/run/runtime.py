@@ -139,6 +139,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
                 store.add_event(run_id, "wait", until=start[0].isoformat(), **start[1])
                 if events:
                     events({"type": "status", "status": "waiting", "until": start[0].isoformat()})
+                    events({"type": "wait", "until": start[0].isoformat(), **start[1]})
                 waited = policy.clock.sleep_until(start[0])
                 store.update_run(run_id, status="running",
                                  waited_s=store.get_run(run_id).waited_s + waited)

@@ -203,8 +203,9 @@ class RunSpec:
     # -- what a remote job runs ---------------------------------------------------------------
     def for_remote_job(self) -> "RunSpec":
         """The spec a job on the head runs: attached to the cluster it runs on, no dashboard
-        of its own, no local token file."""
-        return replace(self, address="auto", dashboard=False, token_path=None)
+        of its own, no local token file; the plan stays with the submitting store (its run
+        record links it), everything else, the carbon policy included, goes with the job."""
+        return replace(self, address="auto", dashboard=False, token_path=None, plan_id=None)
 
 
 FIELDS: dict[str, Any] = {f.name: f for f in fields(RunSpec)}

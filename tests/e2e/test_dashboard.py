@@ -4,6 +4,7 @@ CLI as a user would), its token authentication, and remote runs through its Jobs
 from __future__ import annotations
 
 import json
+import sqlite3
 import os
 import re
 import shutil
@@ -285,10 +286,23 @@ def test_real_tiny_training_job_through_train_address(head, head_data):
     info = head["info"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.pop("TALLY_DB", None)
+    plan = json.loads(cli(head["home"], "plan", "--model", "tiny", "--train-tokens", "4096",
+                          "--json").stdout)
+    # a delay policy over a replayed forecast: dirty (500 g) from 00:30, clean from 04:30; the
+    # job must wait for the clean window (at most 4 simulated hours, 24 s at 600x; its clock
+    # starts when the job plans, so Ray's start-up in the job eats into the wait) before it trains
+    forecast = head["home"].parent / "forecast.csv"
+    forecast.write_text("time,zone,g_per_kwh\n" + "".join(
+        f"2026-11-20T{h // 2:02d}:{30 * (h % 2):02d}:00Z,DE,{500 if 1 <= h <= 8 else 100}\n"
+        for h in range(24)))
+    carbon = ["--carbon-aware", "--policy", "delay", "--forecast", str(forecast), "--hours",
+              "0.5", "--deadline", "11h", "--sim-start", "2026-11-20T00:30:00Z", "--sim-speed",
+              "600"]
     proc = subprocess.Popen(
         [sys.executable, "cli.py", "--home", str(head["home"]), "train", "tiny", "--address",
          info["address"], "--workers", "1", "--max-steps", "4", "--batch-tokens", "1024",
-         "--micro-batch", "2", "--checkpoint-every", "4", "--data", "demo", "--json"],
+         "--micro-batch", "2", "--checkpoint-every", "4", "--data", "demo", "--plan",
+         plan["id"], *carbon, "--json"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: set[str] = set()
     while proc.poll() is None:  # gauges of a finished worker leave the endpoint: scrape now
@@ -314,6 +328,16 @@ def test_real_tiny_training_job_through_train_address(head, head_data):
     assert Path(shown["checkpoints"][0]["path"]).is_dir()
     assert {"ray_tally_energy_joules_total", "ray_tally_power_watts",
             "ray_tally_train_loss"} <= seen, seen
+    # the plan and the carbon policy went with the job: the run links the plan, and the job
+    # waited for the clean window before training
+    assert run["plan_id"] == plan["id"]
+    con = sqlite3.connect(head["home"] / "tally.db")
+    try:
+        waits = [json.loads(d) for (d,) in con.execute(
+            "SELECT details FROM run_events WHERE run_id=? AND kind='wait'", (run["id"],))]
+    finally:
+        con.close()
+    assert len(waits) == 1 and waits[0]["event"]["until"].startswith("2026-11-20T04:30"), waits
 
 
 @pytest.mark.slow
