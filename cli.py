@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Optional

@@ -4,6 +4,7 @@ prints the @tally event lines train prints, plus what it sees of the shipped wor
 import json
 import os
 import sys
+import time
 
 
 def event(obj: dict) -> None:
@@ -13,11 +14,14 @@ def event(obj: dict) -> None:
 print("plain log line: starting", flush=True)
 event({"type": "run", "run_id": "remote-side", "preset": "tiny", "argv": sys.argv[1:],
        "python": sys.executable, "files": sorted(os.listdir("."))})
-for step in (1, 2, 3):
+STEPS = 12 if "--slow" in sys.argv else 3  # --slow: one step a second, to drop the follower
+for step in range(1, STEPS + 1):
+    if "--slow" in sys.argv:
+        time.sleep(1.0)
     event({"type": "step", "step": step, "tokens": 512 * step, "loss": 10.0 / step, "lr": 1e-3,
-           "tokens_per_s": 1000.0, "time": "2026-11-23T05:00:0%dZ" % step})
+           "tokens_per_s": 1000.0, "time": "2026-11-23T05:00:%02dZ" % step})
 print("@tally {not json", flush=True)
-event({"type": "checkpoint", "step": 3, "path": "/shared/ckpt/step-3", "complete": True})
+event({"type": "checkpoint", "step": STEPS, "path": "/shared/ckpt/step-3", "complete": True})
 event({"type": "energy", "node": "head", "device": "cpu", "time": "2026-11-23T05:00:04Z",
        "window_s": 3.0, "joules": 30.0, "watts": 10.0, "source": "estimate"})
 event({"type": "status", "status": "completed" if "--fail" not in sys.argv else "failed"})

@@ -6,12 +6,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from orchestrator.run.launch import LaunchPlan
 from orchestrator.run.spec import RunSpec
+from orchestrator.run.events import _time, record_event, utc_iso
 from orchestrator.store import Store
 
 def _channel_class():
@@ -99,19 +99,16 @@ class Driver:
         msgs = ray.get(self.channel.drain.remote())
         steps: list[dict] = []
         for m in msgs:
-            kind = m.pop("type")
-            if kind == "step":
-                m["time"] = datetime.utcfromtimestamp(m["time"])
+            if m.get("type") == "step":
                 steps.append(m)
                 self.last = m
                 continue
             if steps:  # keep order: rows before the message that follows them
-                self.store.add_steps(self.run_id, steps)
+                self._record({"type": "step", "steps": steps})
                 steps = []
-            self._message(kind, m)
+            self._message(m)
         if steps:
-            self.store.add_steps(self.run_id, steps)
-            self._emit({"type": "step"}, all_steps=steps)
+            self._record({"type": "step", "steps": steps})
         if self.meters is not None:
             self._energy(self.meters.poll())
         if self.policy is not None and self.policy.active and self.last and not self.commanded:
@@ -124,53 +121,37 @@ class Driver:
         if self.progress and self.last:
             self.progress({**self.last, "energy_joules": self.energy_joules})
 
-    def _message(self, kind: str, m: dict) -> None:
-        if kind == "hello":
-            if self.meters is not None:
-                self.meters.add_node(m["node_id"], m.get("gpu_uuids") or [])
-        elif kind == "resumed":
-            if self.policy is not None and self.policy.guard is not None:
-                # time per step is measured from here: worker start-up is not training time
-                self.policy.guard.started(self.policy.clock.now(), m["step"])
-            removed = self.store.delete_steps_after(self.run_id, m["step"])
-            if m["step"] > 0 or removed:
-                self.store.add_event(self.run_id, "resume", step=m["step"], path=m.get("path"),
-                                     discarded_step_rows=removed)
-            for path, reason in m.get("skipped") or []:
-                self.store.add_event(self.run_id, "checkpoint-skipped", path=path, reason=reason)
-        elif kind == "checkpoint":
-            self.store.add_checkpoint(self.run_id, m["step"], m["path"], True)
-        elif kind == "eval":
-            self.store.add_event(self.run_id, "eval", **m)
+    def _message(self, m: dict) -> None:
+        kind = m["type"]
+        if kind == "hello" and self.meters is not None:
+            self.meters.add_node(m["node_id"], m.get("gpu_uuids") or [])
+        elif kind == "resumed" and self.policy is not None and self.policy.guard is not None:
+            # time per step is measured from here: worker start-up is not training time
+            self.policy.guard.started(self.policy.clock.now(), m["step"])
         elif kind == "log":
-            self.store.add_event(self.run_id, m.get("level", "info"), message=m.get("message"))
             print(f"{m.get('level', 'info')}: {m.get('message')}", file=sys.stderr)
         elif kind == "done":
-            self.done = m
-        self._emit({"type": kind, **m})
+            self.done = {k: v for k, v in m.items() if k != "type"}
+        self._record(m)
 
     def _energy(self, samples: list[dict]) -> None:
         if samples:
-            self.store.add_energy(self.run_id, samples)
+            self._record({"type": "energy", "samples": samples})
             self.energy_joules += sum(s["joules"] for s in samples)
-            self._emit({"type": "energy", "samples": [
-                {**s, "time": _utc_iso(s["time"])} for s in samples]})
 
-    def _emit(self, event: dict, all_steps: list[dict] | None = None) -> None:
+    def _record(self, event: dict) -> None:
+        """The store (through the one recorder), then the `--events` stream."""
+        record_event(self.store, self.run_id, event)
         if self.events is None:
             return
-        if all_steps is not None:
-            for s in all_steps:
-                # naive UTC -> ISO-8601 with its offset (epoch seconds would need local time)
-                self.events({"type": "step", **{k: (_utc_iso(v) if k == "time" else v)
-                                                 for k, v in s.items()}})
+        if event["type"] == "step":  # one line per step, times as ISO-8601 with their offset
+            for s in event["steps"]:
+                self.events({**s, "type": "step", "time": utc_iso(_time(s.get("time")))})
+        elif event["type"] == "energy":
+            self.events({"type": "energy", "samples": [
+                {**s, "time": utc_iso(_time(s["time"]))} for s in event["samples"]]})
         else:
             self.events(event)
-
-
-def _utc_iso(t: datetime) -> str:
-    """The store's naive-UTC time as ISO-8601 with +00:00."""
-    return t.replace(tzinfo=timezone.utc).isoformat() if t.tzinfo is None else t.isoformat()
 
 
 class NodeMeters:

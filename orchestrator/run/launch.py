@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
 from orchestrator.store.home import Home
 from orchestrator.run.spec import RunSpec
 

@@ -7,8 +7,9 @@ job's log as lines
 
     @tally {"type": "...", ...}          one JSON object per line, after the 7-character prefix
 
-which `submit_and_follow` parses and hands to `on_event`; `record_event` maps them to the store.
-The event contract (what `train --events` prints) is in `record_event`'s docstring and the README.
+which `submit_and_follow` parses and hands to `on_event`; orchestrator/run/events.py's
+`record_event`, the recorder the local driver uses too, writes them to the store (its docstring
+is the event contract).
 
 Authentication: the token (read from a file, never from the command line) goes in an
 `Authorization: Bearer` header, which Ray's SubmissionClient keeps and sends on every request,
@@ -19,13 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
+import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from orchestrator.run.events import _time, record_event
 from planners.errors import BadInput
 
 if TYPE_CHECKING:
@@ -159,14 +162,80 @@ def submit_and_follow(address: str, argv: list[str], *, token_path: str | None,
         on_event(obj)
 
     try:
-        asyncio.run(_follow(client, job_id, handle))
-        status = _wait_terminal(client, job_id)
+        status = _follow_to_the_end(address, token_path, client, job_id, handle)
     except KeyboardInterrupt:
-        client.stop_job(job_id)
+        _client(address, token_path).stop_job(job_id)
         raise
-    info = client.get_job_info(job_id)
+    info = _retrying(address, token_path, lambda c: c.get_job_info(job_id))
     return {"job_id": job_id, "status": status, "message": info.message,
             "events": counts["events"], "bad_event_lines": counts["bad"]}
+
+
+def _follow_to_the_end(address: str, token_path: str | None, client, job_id: str,  # noqa: ANN001
+                       handle: Callable[[str], None]) -> str:
+    """Follow the job's log until it ends, reconnecting when the connection to the head drops:
+    the log is replayed from its start, and the lines already handled are skipped, so no step
+    is recorded twice. Returns the job's terminal status."""
+    done = {"lines": 0}
+
+    def counted(line: str) -> None:
+        handle(line)
+        done["lines"] += 1
+
+    while True:
+        skip = {"n": done["lines"]}
+
+        def replayed(line: str) -> None:
+            if skip["n"] > 0:
+                skip["n"] -= 1
+                return
+            counted(line)
+
+        try:
+            asyncio.run(_follow(client, job_id, replayed))
+        except _DROPPED as e:
+            why = type(e).__name__
+        except RuntimeError as e:  # Ray's SDK: "WebSocket connection closed unexpectedly ..."
+            if not str(e).startswith("WebSocket"):
+                raise
+            why = str(e).splitlines()[0]
+        else:
+            status = _retrying(address, token_path, lambda c: _wait_terminal(c, job_id))
+            if status in TERMINAL:
+                return status
+            why = f"the log stream ended while the job is {status}"
+        print(f"warning: lost the connection to {address} ({why}); reconnecting",
+              file=sys.stderr, flush=True)
+        client = _retrying(address, token_path, lambda c: c)
+
+
+def _dropped_errors() -> tuple:
+    import aiohttp
+
+    return (ConnectionError, OSError, asyncio.TimeoutError, aiohttp.ClientError)
+
+
+_DROPPED = _dropped_errors()
+RETRY_S = float(os.environ.get("TALLY_FOLLOW_RETRY_S", "600"))
+
+
+def _retrying(address: str, token_path: str | None, call: Callable):
+    """call(client) with a fresh client until it answers; after RETRY_S seconds without the
+    head, RunFailed saying the job may still be running (the run is not marked failed)."""
+    from planners.errors import RunFailed
+
+    deadline, wait = time.monotonic() + RETRY_S, 0.5
+    while True:
+        try:
+            return call(_client(address, token_path))
+        except (BadInput, *_DROPPED) as e:
+            if time.monotonic() > deadline:
+                raise RunFailed(f"lost the connection to {address} for {RETRY_S:.0f} s "
+                                f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                                "the job may still be running on the cluster (`ray job "
+                                "status`)") from None
+            time.sleep(wait)
+            wait = min(wait * 2, 10.0)
 
 
 def _quiet_ray_logs() -> None:
@@ -198,106 +267,6 @@ def _wait_terminal(client, job_id: str, timeout_s: float = 60.0) -> str:  # noqa
         if status in TERMINAL or time.monotonic() > deadline:
             return status
         time.sleep(0.5)
-
-
-# -- events -> store -------------------------------------------------------------------------
-STEP_FIELDS = ("step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "memory_bytes")
-ENERGY_FIELDS = ("node", "device", "window_s", "joules", "watts", "source")
-
-
-def _time(value: Any) -> datetime:
-    """ISO-8601 (or epoch seconds) -> naive UTC, the store's convention; now when absent."""
-    if value is None:
-        return datetime.now(timezone.utc).replace(tzinfo=None)
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None)
-    t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
-
-
-def _need(event: dict, *keys: str) -> None:
-    missing = [k for k in keys if event.get(k) is None]
-    if missing:
-        raise BadInput(f"{event.get('type')} event lacks {', '.join(missing)}: "
-                       f"{json.dumps(event)[:160]}")
-
-
-def record_event(store, run_id: str, event: dict) -> str:  # noqa: ANN001 (orchestrator.store.Store)
-    """Write one event of a remote run into the local store; returns what it did.
-
-    The contract (`train --events` prints these; times are ISO-8601 UTC or epoch seconds):
-      {"type": "submitted", "job_id", "address"}            (local, from submit_and_follow)
-          -> run.job_id, run.ray_address
-      {"type": "run", "run_id"?, "preset"?, "config"?, "storage_path"?, ...}
-          -> run.status = "running", run.started_at; the event kept as a run event
-      {"type": "step", "step", "tokens", "loss"?, "lr"?, "grad_norm"?, "tokens_per_s"?, "mfu"?,
-       "memory_bytes"?, "time"?}   or {"type": "step", "steps": [ {...}, ... ]}
-          -> store.add_steps (a step already stored is skipped)
-      {"type": "checkpoint", "step", "path", "complete"? (default true)}
-          -> store.add_checkpoint
-      {"type": "energy", "node", "device", "time"?, "window_s", "joules", "watts", "source"}
-          or {"type": "energy", "samples": [ {...}, ... ]}          -> store.add_energy
-      {"type": "status", "status": "completed"|"failed"|..., "message"?}
-          -> run.status, run.message, run.ended_at (for a terminal status)
-      any other type -> store.add_event(run_id, type, event={...rest}) (restart, pause, ...)
-    BadInput when a required field is missing or a status is unknown."""
-    from orchestrator.store import RUN_STATUSES
-
-    kind = event.get("type")
-    if kind == "submitted":
-        store.update_run(run_id, job_id=event.get("job_id"), ray_address=event.get("address"))
-        return "job"
-    if kind == "run":
-        fields: dict[str, Any] = {"status": "running", "started_at": _time(event.get("time"))}
-        if event.get("storage_path"):
-            fields["storage_path"] = str(event["storage_path"])
-        store.update_run(run_id, **fields)
-        store.add_event(run_id, "remote-run", event=_details(event))
-        return "run"
-    if kind == "step":
-        rows = event.get("steps") or [event]
-        out = []
-        for r in rows:
-            _need({"type": "step", **r}, "step", "tokens")
-            row = {k: r[k] for k in STEP_FIELDS if r.get(k) is not None}
-            row["step"], row["tokens"] = int(r["step"]), int(r["tokens"])
-            row["time"] = _time(r.get("time"))
-            out.append(row)
-        store.add_steps(run_id, out)
-        return "steps"
-    if kind == "checkpoint":
-        _need(event, "step", "path")
-        store.add_checkpoint(run_id, int(event["step"]), str(event["path"]),
-                             complete=bool(event.get("complete", True)))
-        return "checkpoint"
-    if kind == "energy":
-        samples = event.get("samples") or [event]
-        out = []
-        for s in samples:
-            _need({"type": "energy", **s}, *ENERGY_FIELDS)
-            row = {k: s[k] for k in ENERGY_FIELDS}
-            row["time"] = _time(s.get("time"))
-            out.append(row)
-        store.add_energy(run_id, out)
-        return "energy"
-    if kind == "status":
-        _need(event, "status")
-        status = event["status"]
-        if status not in RUN_STATUSES:
-            raise BadInput(f"status event has status {status!r}; known: {', '.join(RUN_STATUSES)}")
-        fields = {"status": status}
-        if event.get("message") is not None:
-            fields["message"] = str(event["message"])
-        if status in ("completed", "failed", "interrupted", "budget-stopped"):
-            fields["ended_at"] = _time(event.get("time"))
-        store.update_run(run_id, **fields)
-        return "status"
-    store.add_event(run_id, str(kind), event=_details(event))
-    return "event"
-
-
-def _details(event: dict) -> dict:
-    return {k: v for k, v in event.items() if k != "type"}
 
 
 def run_remote(store, run_id: str, address: str, argv: list[str], *,  # noqa: ANN001

@@ -8,6 +8,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model.presets import flops_per_token
 from orchestrator.run.driver import Driver, _channel_class, _meters
@@ -16,6 +17,9 @@ from orchestrator.run.launch import peak_flops, run_config
 from orchestrator.run.stopping import Stopper
 from orchestrator.store import utcnow
 from planners.errors import BadInput, RunFailed, RunInterrupted
+
+if TYPE_CHECKING:
+    from orchestrator.store.home import Home
 
 @dataclass
 class RayHandle:

@@ -1,6 +1,6 @@
-"""The store: SQLite through SQLAlchemy 2.0, its schema (db.py), Alembic migrations
+"""The store: SQLite through SQLAlchemy 2.0 (db.py), its schema (schema.py), Alembic migrations
 (migrations/) and `$TALLY_HOME`'s layout (home.py)."""
 
-from orchestrator.store.db import (RUN_STATUSES, Base, Checkpoint, EnergySample, Fit, Job, Plan,  # noqa: F401
-                                   Run, RunEvent, Step, Store, _iso, new_id, open_store,
-                                   run_summary, utcnow)
+from orchestrator.store.db import Store, _iso, new_id, open_store, run_summary  # noqa: F401
+from orchestrator.store.schema import (RUN_STATUSES, Base, Checkpoint, EnergySample, Fit,  # noqa: F401
+                                       Job, Plan, Run, RunEvent, Step, utcnow)

@@ -4,14 +4,15 @@ CLI as a user would), its token authentication, and remote runs through its Jobs
 from __future__ import annotations
 
 import json
-import sqlite3
 import os
 import re
 import shutil
+import sqlite3
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -210,6 +211,46 @@ def test_remote_job_events_recorded_in_store(head, tmp_path):
 
 
 @pytest.mark.slow
+def test_following_survives_a_dropped_connection(head, tmp_path):
+    """The connection to the head drops twice mid-job (every socket reset, new ones refused
+    for 3 s): the follower reconnects, the log is replayed, every step is recorded once, and
+    the run is never marked failed while its job runs."""
+    from tests.tcp_proxy import DroppingProxy
+
+    wd = tmp_path / "checkout"
+    wd.mkdir()
+    shutil.copy(ROOT / "tests" / "fake_remote_job.py", wd / "fake_remote_job.py")
+    port = int(head["info"]["address"].rsplit(":", 1)[1])
+    proxy = DroppingProxy(port)
+    store = Store(f"sqlite:///{tmp_path / 'tally.db'}")
+    store.create_run("tiny", {"remote": True}, run_id="tiny-remote-drop")
+    seen, statuses = [], []
+
+    def on_event(ev: dict) -> None:
+        seen.append(ev)
+        steps = [e for e in seen if e["type"] == "step"]
+        statuses.append(store.get_run("tiny-remote-drop").status)
+        if ev["type"] == "step" and len(steps) in (3, 7):
+            threading.Thread(target=proxy.drop, args=(3.0,)).start()
+
+    try:
+        result = run_remote(store, "tiny-remote-drop", f"http://127.0.0.1:{proxy.port}",
+                            ["train", "tiny", "--events", "--slow"],
+                            token_path=head["info"]["token_path"], working_dir=wd,
+                            python=head["info"]["python"], script="fake_remote_job.py",
+                            on_event=on_event)
+    finally:
+        proxy.close()
+    assert proxy.drops >= 2
+    assert result["status"] == "SUCCEEDED"
+    steps = [e["step"] for e in seen if e["type"] == "step"]
+    assert steps == list(range(1, 13)), steps  # each once, in order, none lost
+    assert "failed" not in statuses
+    [summary] = store.run_summaries()
+    assert summary["status"] == "completed" and summary["steps"] == 12
+
+
+@pytest.mark.slow
 def test_remote_job_without_final_status_marks_run_failed(head, tmp_path):
     wd = tmp_path / "checkout"
     wd.mkdir()
@@ -337,7 +378,7 @@ def test_real_tiny_training_job_through_train_address(head, head_data):
             "SELECT details FROM run_events WHERE run_id=? AND kind='wait'", (run["id"],))]
     finally:
         con.close()
-    assert len(waits) == 1 and waits[0]["event"]["until"].startswith("2026-11-20T04:30"), waits
+    assert len(waits) == 1 and waits[0]["until"].startswith("2026-11-20T04:30"), waits
 
 
 @pytest.mark.slow
