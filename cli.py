@@ -351,7 +351,7 @@ def render_fit_interval(c: Console, fi: dict, name: str) -> None:
 def models_table(rows: list[dict]) -> Table:
     t = Table(title="model presets")
     cols = [("name", "name"), ("params", "params"), ("dim", "dim"), ("layers", "n_layers"),
-            ("heads", "n_heads"), ("ffn hidden", "ffn_hidden"), ("vocab", "vocab_size"),
+            ("heads", "n_heads"), ("kv heads", "n_kv_heads"), ("ffn hidden", "ffn_hidden"), ("vocab", "vocab_size"),
             ("seq", "seq_len"), ("peak lr", "lr"), ("batch tokens", "batch_tokens"),
             ("train tokens", "train_tokens")]
     for head, _ in cols:
@@ -528,14 +528,16 @@ def train_cmd(
     max_mwh: Annotated[Optional[float], typer.Option("--max-mwh", help="Budget in MWh of facility energy.")] = None,
     sim_start: Annotated[Optional[str], typer.Option(help="Replay the forecast from this ISO time instead of now (demos, tests).")] = None,
     sim_speed: Annotated[float, typer.Option(help="With --sim-start: simulated seconds per real second.")] = 1.0,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start from a Hugging Face or Meta Llama directory's weights (its shape when no PRESET is given); the data must use its tokenizer.model.")] = None,
     json_: JsonOpt = False,
 ):
     """Train a LLaMA preset on Ray with FSDP2: checkpoints, resume, metering, live progress."""
     from orchestrator.launcher import TrainRequest, train
     from planners.units import parse_count, parse_int_count
 
-    if preset is None and resume is None:
-        raise BadInput("train needs a PRESET (tiny, small, 1b, 7b, 13b, 33b, 65b) or --resume RUN_ID")
+    if preset is None and resume is None and init_from is None:
+        raise BadInput("train needs a PRESET (tiny, small, 1b, 7b, 13b, 33b, 65b, llama2-7b ...), "
+                       "--init-from DIR or --resume RUN_ID")
     if meter_interval <= 0:
         raise BadInput(f"--meter-interval must be > 0 seconds, got {meter_interval}")
     req = TrainRequest(
@@ -552,7 +554,7 @@ def train_cmd(
         meter_interval_s=meter_interval, meter=not no_meter, dashboard=not no_dashboard,
         carbon_aware=carbon_aware, forecast=forecast, deadline=deadline, policy=policy,
         threshold_g_per_kwh=threshold, hours=hours, max_usd=max_usd, max_tco2=max_tco2,
-        max_mwh=max_mwh, sim_start=sim_start, sim_speed=sim_speed)
+        max_mwh=max_mwh, sim_start=sim_start, sim_speed=sim_speed, init_from=init_from)
     want_json = json_ or g(ctx).json
     live = {"progress": None}
 
@@ -625,6 +627,38 @@ def render_train(c: Console, result: dict) -> None:
         return
     c.print(runs_table([result]))
 
+
+
+# --- export ---------------------------------------------------------------------------------
+@app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="A run id from `runs`.")],
+    format_: Annotated[str, typer.Option("--format", help="hf (LlamaForCausalLM: safetensors, config.json, tokenizer) or meta (consolidated.00.pth, params.json, tokenizer.model).")],
+    out: Annotated[str, typer.Option("--out", help="Directory to write (new or empty, unless --force).")],
+    step: Annotated[Optional[int], typer.Option(help="Export this checkpoint step (default: the newest complete one).")] = None,
+    dtype: Annotated[str, typer.Option(help="bf16 or fp32.")] = "bf16",
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty --out (replacing an earlier export's files).")] = False,
+    json_: JsonOpt = False,
+):
+    """Export a run's checkpoint as a Hugging Face or Meta Llama directory."""
+    from orchestrator.export import export_run
+
+    info = export_run(store_of(ctx), home_of(ctx), run_id, fmt=format_, out=out, step=step,
+                      dtype=dtype, force=force)
+    emit(ctx, info, lambda c: render_export(c, info), json_)
+
+
+def render_export(c: Console, info: dict) -> None:
+    t = Table(title=f"run {info['run_id']} step {info['step']} -> {info['out']} "
+                    f"({info['format']}, {info['dtype']}, {info['params']:,} parameters)")
+    t.add_column("file")
+    t.add_column("bytes", justify="right")
+    for name, size in info["files"].items():
+        t.add_row(name, f"{size:,}")
+    c.print(t)
+    c.print(f"tokenizer {info['tokenizer']['id']} (bos {info['tokenizer']['bos_id']}, eos "
+            f"{info['tokenizer']['eos_id']}); {info['seconds']['total']:.1f} s")
 
 
 # --- report (issue 7) -----------------------------------------------------------------------

@@ -308,6 +308,7 @@ class TrainRequest:
     sim_start: str | None = None  # replay a forecast from this time ...
     sim_speed: float = 1.0  # ... this many times faster than real time
     custom_preset: dict | None = None  # a preset that is not in the registry (sweeps)
+    init_from: str | None = None  # a Hugging Face or Meta Llama directory (orchestrator/init_from.py)
     config_extra: dict | None = None  # merged into the run's config (e.g. "sweep")
 
 
@@ -530,7 +531,12 @@ def train(store: Store, home: Home, req: TrainRequest, *,
         req.resume = prior.id
     if is_jobs_address(req.address) and not req.dry_run:
         return train_remote(store, home, req, progress=progress, on_start=on_start)
-    preset = resolve_preset(req.preset, req.custom_preset)
+    if req.init_from and not req.resume:  # shape and tokenizer checked against the directory
+        from orchestrator.init_from import preflight as init_preflight
+
+        preset = init_preflight(req, home)
+    else:
+        preset = resolve_preset(req.preset, req.custom_preset)
     import ray
 
     # The embedded default is this machine: check everything against it before starting Ray,
@@ -613,6 +619,9 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
     run_dir = Path(storage) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     store.update_run(run_id, storage_path=str(run_dir))
+    from orchestrator.export import keep_tokenizer
+
+    keep_tokenizer(run_dir, getattr(dataset, "tokenizer_path", None))
     if on_start:
         on_start({"run_id": run_id, "dashboard_url": handle.dashboard_url if handle else None,
                   "token_path": handle.token_path if handle else None,
@@ -636,7 +645,7 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
         keep_last=req.keep_last, device=device,
         activation_checkpointing=req.activation_checkpointing, compile=req.compile,
         peak_flops=_peak(req, device), flops_per_token=flops_per_token(preset.args, plan.seq_len),
-        params=preset.params, extra={"threads": plan.cpus_per_worker})
+        params=preset.params, extra={"threads": plan.cpus_per_worker}, init_from=req.init_from)
     meters = None
     if req.meter:
         meters = _meters(run_id, run_dir, req, assumptions)
@@ -816,6 +825,7 @@ _FLAGS = {  # TrainRequest field -> train option, for the command a remote job r
     "pue": "--pue", "intensity_kg_per_kwh": "--intensity", "region": "--region",
     "price_usd_per_gpu_hour": "--price", "meter_interval_s": "--meter-interval",
     "max_usd": "--max-usd", "max_tco2": "--max-tco2", "max_mwh": "--max-mwh",
+    "init_from": "--init-from",
 }
 _SWITCHES = {"activation_checkpointing": "--activation-checkpointing", "compile": "--compile"}
 
