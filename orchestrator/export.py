@@ -222,16 +222,38 @@ def _hf_files(state: dict, args, tmp: Path, dtype, max_shard_bytes: int) -> list
 
 
 def _hf_tokenizer(tmp: Path, tok, max_len: int) -> list[str]:
+    """tokenizer.json + tokenizer_config.json + special_tokens_map.json, the fast tokenizer
+    AutoTokenizer loads, encoding exactly as the SentencePiece model does. transformers'
+    own LlamaTokenizer conversion gives the vocabulary and merges; its Metaspace
+    pre-tokenizer is replaced by the normaliser its earlier conversions used (prepend "▁",
+    spaces to "▁"), because Metaspace drops SentencePiece's dummy prefix before a leading
+    space ("  x" would lose a space)."""
+    from tokenizers import decoders, normalizers
+    from transformers import LlamaTokenizer
+
     sp = tok.sp
     specials = {"bos_token": sp.id_to_piece(tok.bos_id), "eos_token": sp.id_to_piece(tok.eos_id),
                 "unk_token": sp.id_to_piece(sp.unk_id())}
-    config = {"tokenizer_class": "LlamaTokenizer", **specials, "pad_token": None,
-              "add_bos_token": True, "add_eos_token": False, "legacy": False,
-              "clean_up_tokenization_spaces": False, "model_max_length": max_len,
-              "sp_model_kwargs": {}}
+    conv = tmp / ".convert"
+    conv.mkdir()
+    shutil.copyfile(tok.path, conv / TOKENIZER)
+    (conv / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", **specials, "add_bos_token": True,
+         "add_eos_token": False, "legacy": False}))
+    backend = LlamaTokenizer.from_pretrained(str(conv), local_files_only=True).backend_tokenizer
+    shutil.rmtree(conv)
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                               normalizers.Replace(" ", "\u2581")])
+    backend.pre_tokenizer = None
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                         decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    backend.save(str(tmp / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", **specials, "pad_token": None,
+              "add_bos_token": True, "add_eos_token": False,
+              "clean_up_tokenization_spaces": False, "model_max_length": max_len}
     (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (tmp / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
-    return ["tokenizer_config.json", "special_tokens_map.json"]
+    return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 
 def export_run(store, home, run_id: str, *, fmt: str, out: str, step: int | None = None,
