@@ -2,8 +2,10 @@
 """Export time and peak memory: `cli.py export` of a `small` and a `1b` checkpoint.
 
 Each checkpoint is written from random initialisation by our own checkpoint writer
-(orchestrator/checkpoint.py: DCP, one process, marker and checksums; an AdamW that has not
-stepped, so the shards hold the model only), in a run recorded in a scratch store. Each export
+(orchestrator/checkpoint.py: DCP, one process, marker and checksums), in a run recorded in a
+scratch store. The optimiser is a stateless SGD, so the shards hold the model alone; a training
+checkpoint also holds AdamW's two moments (three times the bytes), which the export does not
+read but does verify. Each export
 runs as its own `cli.py export ... --json` process; its wall time and peak resident memory
 (ru_maxrss from wait4) are recorded, with the phases the command reports itself (find and
 verify the checkpoint's checksums, DCP read, convert and write).
@@ -44,13 +46,15 @@ def make_run(home: Path, preset_name: str, tokenizer: Path) -> tuple[str, float,
     from orchestrator.store import Store
 
     preset = get_preset(preset_name)
-    store = Store(Home(home).db_url)
+    store = Store(Home(home).ensure().db_url)
     run = store.create_run(preset.name, {"request": {"data": "none"}}, status="completed")
     run_dir = home / "runs" / run.id
     store.update_run(run.id, storage_path=str(run_dir))
     t0 = time.perf_counter()
     model = Transformer(preset.args)  # random init (normal 0.02), fp32
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # plain SGD keeps no state: the shards hold the model alone (AdamW's two moments would
+    # triple the files, 15 GB for 1b, more memory than this shared machine can spare to build)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
     ckpt.save(run_dir / "checkpoints", 1, model, opt, {"step": 1})
     shutil.copyfile(tokenizer, run_dir / "tokenizer.model")
     seconds = time.perf_counter() - t0
@@ -64,7 +68,12 @@ def main() -> None:
     ap.add_argument("--presets", default="small,1b")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "export.md"))
     ap.add_argument("--scratch", default=None, help="Scratch directory (default a temp dir).")
+    ap.add_argument("--make-run", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--tokenizer", default=None, help=argparse.SUPPRESS)
     opts = ap.parse_args()
+    if opts.make_run:
+        print(json.dumps(make_run(Path(opts.scratch) / "home", opts.make_run, Path(opts.tokenizer))))
+        return
     from model import tokenizer as tk
     from model.presets import get_preset
 
@@ -78,7 +87,13 @@ def main() -> None:
     load = os.getloadavg()
     rows = []
     for name in opts.presets.split(","):
-        run_id, save_s, ckpt_bytes = make_run(home, name, Path(tok.path))
+        # in a child process, so the model and AdamW state it built are gone before the exports
+        made = subprocess.run([sys.executable, __file__, "--make-run", name, "--scratch",
+                               str(scratch), "--tokenizer", tok.path],
+                              capture_output=True, text=True, cwd=ROOT)
+        if made.returncode != 0:
+            raise SystemExit(made.stderr[-2000:])
+        run_id, save_s, ckpt_bytes = json.loads(made.stdout.strip().splitlines()[-1])
         for fmt, dtype in CASES:
             out = scratch / f"out-{name}-{fmt}-{dtype}"
             # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: each export runs under
@@ -126,7 +141,9 @@ def write(path: str, rows: list[dict], load) -> None:
         "",
         "Each export is one `cli.py export RUN --format F --dtype D --out DIR --json` process "
         "(its start-up, imports included) on a checkpoint written by `orchestrator/checkpoint.py` "
-        "from random initialisation (model shards only: the AdamW had not stepped). Peak memory "
+        "from random initialisation, holding the fp32 model alone (a training checkpoint also "
+        "holds AdamW's moments, three times the bytes, which the export verifies but does not "
+        "read: the verify column would triple). Peak memory "
         "is the process's maximum resident set (ru_maxrss). Phases are the command's own: "
         "verify = list checkpoints and check every file's sha256 against the marker, read = DCP "
         "load of the model into whole tensors (no process group), write = convert, cast and "

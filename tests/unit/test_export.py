@@ -284,3 +284,24 @@ def test_init_from_preflight(run, run_cli, tmp_path, datasets):
     assert_bad_input(run_cli("train", "--init-from", meta, "--data", "same"),
                      "no SentencePiece tokenizer.model")
     assert len(run_cli("runs", "--json").json()) == n_runs  # nothing started
+
+
+def test_export_reads_a_bucket_through_fsspec(run, run_cli, tmp_path, home):
+    """Checkpoints in object storage (fsspec's in-memory filesystem standing in for s3://):
+    the same files come out as from the local copy."""
+    import fsspec
+
+    run_id, _, run_dir = run
+    _export(run_cli, run_id, tmp_path / "local", "--format", "meta", "--dtype", "fp32")
+    fs = fsspec.filesystem("memory")
+    fs.put(str(run_dir), f"/bucket/{run_id}", recursive=True)
+    Store(Home(home).db_url).update_run(run_id, storage_path=f"memory://bucket/{run_id}")
+    shutil.rmtree(run_dir)
+    try:
+        info = _export(run_cli, run_id, tmp_path / "bucket", "--format", "meta", "--dtype", "fp32")
+        assert info["checkpoint"] == f"memory://bucket/{run_id}/checkpoints/step-00000004"
+        a = torch.load(tmp_path / "local" / "consolidated.00.pth", weights_only=True)
+        b = torch.load(tmp_path / "bucket" / "consolidated.00.pth", weights_only=True)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    finally:
+        fs.rm(f"/bucket/{run_id}", recursive=True)
