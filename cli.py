@@ -650,8 +650,9 @@ def export_cmd(
 
 
 def render_export(c: Console, info: dict) -> None:
-    t = Table(title=f"run {info['run_id']} step {info['step']} -> {info['out']} "
-                    f"({info['format']}, {info['dtype']}, {info['params']:,} parameters)")
+    c.print(f"run {info['run_id']} step {info['step']} -> {info['out']} ({info['format']}, "
+            f"{info['dtype']}, {info['params']:,} parameters)")
+    t = Table()
     t.add_column("file")
     t.add_column("bytes", justify="right")
     for name, size in info["files"].items():

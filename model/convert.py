@@ -180,12 +180,15 @@ def args_from_hf_config(cfg: dict) -> ModelArgs:
 
 
 def meta_params(a: ModelArgs) -> dict:
-    """`params.json` as Meta writes it."""
-    out = {"dim": a.dim, "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.kv_heads,
-           "vocab_size": a.vocab_size, "multiple_of": a.multiple_of, "norm_eps": a.norm_eps,
-           "rope_theta": a.rope_theta, "max_seq_len": a.max_seq_len}
+    """`params.json` as Meta writes it: no max_seq_len (Meta's loader passes its own and would
+    refuse a second one), n_kv_heads and ffn_dim_multiplier only where they apply."""
+    out = {"dim": a.dim, "n_layers": a.n_layers, "n_heads": a.n_heads}
+    if a.n_kv_heads is not None and a.n_kv_heads != a.n_heads:
+        out["n_kv_heads"] = a.n_kv_heads
+    out.update({"vocab_size": a.vocab_size, "multiple_of": a.multiple_of})
     if a.ffn_dim_multiplier is not None:
         out["ffn_dim_multiplier"] = a.ffn_dim_multiplier
+    out.update({"norm_eps": a.norm_eps, "rope_theta": a.rope_theta})
     return out
 
 

@@ -305,7 +305,7 @@ def export_run(store, home, run_id: str, *, fmt: str, out: str, step: int | None
             config = hf_config(args, bos_id=tok.bos_id, eos_id=tok.eos_id, dtype=name)
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             gen = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "do_sample": True,
-                   "temperature": 0.6, "top_p": 0.9, "max_length": args.max_seq_len}
+                   "temperature": 0.6, "top_p": 0.9}  # LLaMA 2's sampling defaults
             (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
             files += ["config.json", "generation_config.json"]
             files += _hf_tokenizer(tmp, tok, args.max_seq_len)

@@ -153,13 +153,17 @@ def preset_for(src: Source, preset_name: str | None, custom: dict | None):
         check_shapes(src, preset.args, f"preset {preset.name}")
         return preset
     a = src.args
+    fits = []
     for p in PRESETS.values():
         try:
             check_shapes(src, p.args, p.name)
         except BadInput:
             continue
-        if p.args.max_seq_len == a.max_seq_len:
-            return p
+        fits.append(p)
+    # the context length is no tensor's shape (and Meta's params.json does not say it)
+    same_context = [p for p in fits if p.args.max_seq_len == a.max_seq_len]
+    if same_context or fits:
+        return (same_context or fits)[0]
     seq = min(a.max_seq_len, 4096)
     return Preset(name=src.path.name or "init", args=a, lr=3e-4,
                   batch_tokens=max(seq, (4 * 2**20 // seq) * seq), train_tokens=10**12,
