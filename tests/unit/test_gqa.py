@@ -98,3 +98,39 @@ def test_models_lists_the_released_shapes(home, run_cli):
     assert {k: rows[k]["params"] for k in RELEASED} == RELEASED
     assert rows["llama3-70b"]["n_kv_heads"] == 8 and rows["7b"]["n_kv_heads"] == 32
     assert rows["llama3-8b"]["flops_per_token"] == flops_per_token(get_preset("llama3-8b").args, 8192)
+
+
+def _saved_bytes_per_token(args: ModelArgs, seq_len: int = 32) -> float:
+    """What autograd keeps for one of our blocks, per token (micro-batch 3 minus 1)."""
+    from model.llama import TransformerBlock
+
+    torch.manual_seed(0)
+    block = TransformerBlock(0, args)
+    params = {p.untyped_storage().data_ptr() for p in block.parameters()}
+    fc = precompute_freqs_cis(args.head_dim, seq_len)
+
+    def saved(batch: int) -> int:
+        storages: dict[int, int] = {}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in params:
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        x = torch.randn(batch, seq_len, args.dim, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            block(x, fc)
+        return sum(storages.values())
+
+    return (saved(3) - saved(1)) / (2 * seq_len)
+
+
+def test_saved_kv_activations_shrink_as_the_memory_plan_says():
+    """The attention kernel keeps K and V at n_kv_heads (enable_gqa, no expanded copy): the
+    difference autograd measures between MHA and GQA blocks is the plan's 2 * (h - kv_dim)."""
+    mha = ModelArgs(dim=256, n_layers=1, n_heads=8, vocab_size=100)
+    gqa = ModelArgs(dim=256, n_layers=1, n_heads=8, n_kv_heads=2, vocab_size=100)
+    measured = _saved_bytes_per_token(mha) - _saved_bytes_per_token(gqa)
+    planned = activation_bytes_per_token_layer(mha, False) - activation_bytes_per_token_layer(gqa, False)
+    assert planned == 4 * 2 * (256 - 64)
+    assert measured == pytest.approx(planned, rel=0.02)
