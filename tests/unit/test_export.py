@@ -168,7 +168,7 @@ def _one_step(model, batch, lr=1e-2):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def test_one_step_from_init_from_equals_the_step_from_our_weights(run, run_cli, tmp_path):
