@@ -359,7 +359,7 @@ def render_fit_interval(c: Console, fi: dict, name: str) -> None:
 def models_table(rows: list[dict]) -> Table:
     t = Table(title="model presets")
     cols = [("name", "name"), ("params", "params"), ("dim", "dim"), ("layers", "n_layers"),
-            ("heads", "n_heads"), ("ffn hidden", "ffn_hidden"), ("vocab", "vocab_size"),
+            ("heads", "n_heads"), ("kv heads", "n_kv_heads"), ("ffn hidden", "ffn_hidden"), ("vocab", "vocab_size"),
             ("seq", "seq_len"), ("peak lr", "lr"), ("batch tokens", "batch_tokens"),
             ("train tokens", "train_tokens")]
     for head, _ in cols:
@@ -626,6 +626,39 @@ def render_train(c: Console, result: dict) -> None:
         return
     c.print(runs_table([result]))
 
+
+
+# --- export ---------------------------------------------------------------------------------
+@app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="A run id from `runs`.")],
+    format_: Annotated[str, typer.Option("--format", help="hf (LlamaForCausalLM: safetensors, config.json, tokenizer) or meta (consolidated.00.pth, params.json, tokenizer.model).")],
+    out: Annotated[str, typer.Option("--out", help="Directory to write (new or empty, unless --force).")],
+    step: Annotated[Optional[int], typer.Option(help="Export this checkpoint step (default: the newest complete one).")] = None,
+    dtype: Annotated[str, typer.Option(help="bf16 or fp32.")] = "bf16",
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty --out (replacing an earlier export's files).")] = False,
+    json_: JsonOpt = False,
+):
+    """Export a run's checkpoint as a Hugging Face or Meta Llama directory."""
+    from orchestrator.run.export import export_run
+
+    info = export_run(store_of(ctx), home_of(ctx), run_id, fmt=format_, out=out, step=step,
+                      dtype=dtype, force=force)
+    emit(ctx, info, lambda c: render_export(c, info), json_)
+
+
+def render_export(c: Console, info: dict) -> None:
+    c.print(f"run {info['run_id']} step {info['step']} -> {info['out']} ({info['format']}, "
+            f"{info['dtype']}, {info['params']:,} parameters)")
+    t = Table()
+    t.add_column("file")
+    t.add_column("bytes", justify="right")
+    for name, size in info["files"].items():
+        t.add_row(name, f"{size:,}")
+    c.print(t)
+    c.print(f"tokenizer {info['tokenizer']['id']} (bos {info['tokenizer']['bos_id']}, eos "
+            f"{info['tokenizer']['eos_id']}); {info['seconds']['total']:.1f} s")
 
 
 # --- report (issue 7) -----------------------------------------------------------------------

@@ -54,24 +54,30 @@ def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
+    """Multi-head attention; with n_kv_heads < n_heads, grouped-query attention (Ainslie et al.
+    2023): each K/V head serves n_heads / n_kv_heads consecutive query heads, as in Meta's
+    reference `repeat_kv`."""
+
     def __init__(self, args: ModelArgs):
         super().__init__()
-        self.n_heads = args.n_heads
+        self.n_heads, self.n_kv_heads = args.n_heads, args.kv_heads
         self.head_dim = args.head_dim
         self.wq = nn.Linear(args.dim, args.n_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(args.dim, args.n_heads * self.head_dim, bias=False)
-        self.wv = nn.Linear(args.dim, args.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * self.head_dim, args.dim, bias=False)
 
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, n_heads, T, head_dim)
-        # Memory-efficient causal attention (§2.4): no stored attention matrix.
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, head_dim)
+        # Memory-efficient causal attention (§2.4): no stored attention matrix. enable_gqa
+        # lets the kernel share each K/V head across its group without copying it.
+        gqa = self.n_kv_heads != self.n_heads
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         out = out.transpose(1, 2).reshape(B, T, -1)  # (B, T, dim)
         return self.wo(out)
 

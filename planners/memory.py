@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import sys
 
-from model.presets import ModelArgs, embedding_params, param_count
+from model.presets import ModelArgs, block_params, embedding_params, param_count
 from planners.errors import BadInput
 
 GPUS_PER_NODE = 8
@@ -49,15 +49,13 @@ def _check(**values: float) -> None:
             raise BadInput(f"{name} must be a whole number >= 1, got {value!r}")
 
 
-def block_params(a: ModelArgs) -> int:
-    return 4 * a.dim * a.dim + 3 * a.dim * a.ffn_hidden + 2 * a.dim
-
-
 def activation_bytes_per_token_layer(a: ModelArgs, mixed_precision: bool = True) -> float:
-    """Saved activations of one transformer block, per token, without recomputation."""
+    """Saved activations of one transformer block, per token, without recomputation. Under
+    grouped-query attention K and V are kv_dim = h * n_kv_heads / n_heads wide (a GQA-aware
+    attention kernel keeps them unexpanded): 6h + 2·kv_dim + 4f instead of 8h + 4f."""
     act = 2 if mixed_precision else 4
-    h, f = a.dim, a.ffn_hidden
-    return act * (8 * h + 4 * f) + 4 * (2 * h + 2 + a.n_heads)
+    h, f, kv = a.dim, a.ffn_hidden, a.kv_dim
+    return act * (6 * h + 2 * kv + 4 * f) + 4 * (2 * h + 2 + a.n_heads)
 
 
 def head_bytes_per_token(a: ModelArgs, mixed_precision: bool = True) -> float:

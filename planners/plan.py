@@ -453,6 +453,7 @@ def memory_plan(label: str, n: float, shape: ModelArgs, preset: str | None, *, g
     out: dict[str, Any] = {
         "for": label, "params": n,
         "shape": {"dim": shape.dim, "n_layers": shape.n_layers, "n_heads": shape.n_heads,
+                  "n_kv_heads": shape.kv_heads,
                   "ffn_hidden": shape.ffn_hidden, "vocab_size": shape.vocab_size,
                   "shape_params": param_count(shape),
                   "source": f"preset {preset}" if preset else

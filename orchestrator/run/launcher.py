@@ -51,7 +51,12 @@ def train(store: Store, home: Home, spec: RunSpec, *, resume: str | None = None,
             raise BadInput("--resume with an http:// --address is not supported; resume on the "
                            "cluster with `train --resume` in a job of its own")
         return train_remote(store, home, spec, progress=progress, on_start=on_start)
-    preset = resolve_preset(spec.preset, spec.custom_preset)
+    if spec.init_from and resume is None:  # shape and tokenizer checked against the directory
+        from orchestrator.run.init_from import preflight as init_preflight
+
+        preset = init_preflight(spec, home)  # fills in spec.preset (and custom_preset)
+    else:
+        preset = resolve_preset(spec.preset, spec.custom_preset)
     import ray
 
     # The embedded default is this machine: check everything against it before starting Ray,

@@ -103,6 +103,9 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
     run_dir = Path(storage) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     store.update_run(run_id, storage_path=str(run_dir))
+    from orchestrator.run.export import keep_tokenizer
+
+    keep_tokenizer(run_dir, getattr(dataset, "tokenizer_path", None))
     if on_start:
         on_start({"run_id": run_id, "dashboard_url": handle.dashboard_url if handle else None,
                   "token_path": handle.token_path if handle else None,
@@ -126,7 +129,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
         keep_last=spec.keep_last, device=device,
         activation_checkpointing=spec.activation_checkpointing, compile=spec.compile,
         peak_flops=peak_flops(assumptions, device), flops_per_token=flops_per_token(preset.args, plan.seq_len),
-        params=preset.params, extra={"threads": plan.cpus_per_worker})
+        params=preset.params, extra={"threads": plan.cpus_per_worker}, init_from=spec.init_from)
     meters = None
     if spec.meter:
         meters = _meters(run_id, run_dir, spec, assumptions)

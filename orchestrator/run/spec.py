@@ -45,6 +45,9 @@ class RunSpec:
     preset: str = opt("", "model", "Model preset (`models` lists them).", cli=False)
     custom_preset: dict | None = opt(None, "model", "A shape outside the registry (sweeps).",
                                      cli=False)
+    init_from: str | None = opt(None, "model", "Start from a Hugging Face or Meta Llama "
+                                "directory's weights (its shape when no PRESET is given); the "
+                                "data must use its tokenizer.model.")
     # -- data
     data: str = opt("demo", "data", "Prepared dataset: a name under $TALLY_HOME/data or a path.")
     seed: int = opt(0, "data", "Seed for the weights and the data order.")
@@ -160,8 +163,9 @@ class RunSpec:
             if not ok:
                 raise BadInput(f"{flag(key)} {what}, got {getattr(self, key)!r}")
 
-        if not self.preset and not self.custom_preset:
-            raise BadInput("train needs a PRESET (`models` lists them) or --resume RUN_ID")
+        if not self.preset and not self.custom_preset and not self.init_from:
+            raise BadInput("train needs a PRESET (`models` lists them), --init-from DIR or "
+                           "--resume RUN_ID")
         need(self.workers >= 1, "workers", "must be >= 1 (one Ray Train worker at least)")
         for key in ("max_steps", "batch_tokens", "micro_batch", "checkpoint_every"):
             v = getattr(self, key)

@@ -50,6 +50,7 @@ class TrainConfig:
     flops_per_token: int = 0
     params: int = 0
     extra: dict = field(default_factory=dict)
+    init_from: str | None = None  # a Hugging Face or Meta directory: the weights of step 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -246,6 +247,11 @@ def train_loop(config: dict) -> None:
             start = int(extra.get("step", found.step))
             reporter.send("resumed", step=start, path=str(found.path),
                           skipped=[[str(p), r] for p, r in found.skipped])
+    if start == 0 and cfg.init_from:
+        from orchestrator.run.init_from import load_into
+
+        load_into(model, cfg.init_from)  # every rank keeps its shard of each tensor
+        reporter.send("log", level="info", message=f"weights initialised from {cfg.init_from}")
     if start == 0:
         reporter.send("resumed", step=0, path=None,
                       skipped=[[str(p), r] for p, r in (found.skipped if found else [])])
