@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Optional
@@ -23,7 +24,7 @@ from planners.errors import BadInput, RunFailed, RunInterrupted
 
 __version__ = "0.1.0"
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
                   help="tally: carbon- and cost-aware planning, training and accounting for "
                        "LLaMA-style pre-training.")
@@ -92,7 +93,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 
 def _version(value: bool):
     if value:
-        print(f"tally {__version__}")
+        from orchestrator.store.db import code_version
+
+        print(f"tally {__version__} (commit {code_version() or 'unknown'})")
         raise typer.Exit()
 
 
@@ -1130,6 +1133,15 @@ def fits_cmd(ctx: typer.Context, json_: JsonOpt = False):
 
 
 
+# `tally` when installed (the console script), `cli.py` from a checkout
+PROG = "tally" if os.path.basename(sys.argv[0] or "") == "tally" else "cli.py"
+
+
+def run() -> None:
+    """The `tally` console script."""
+    sys.exit(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map bad input to exit 2 with one line, run-time failures to exit 1."""
     from orchestrator.run.stopping import raise_on_sigterm
@@ -1138,7 +1150,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     verbose = "--verbose" in (argv or sys.argv) or "-v" in (argv or sys.argv)
     try:
-        rv = command.main(args=argv, prog_name="cli.py", standalone_mode=False)
+        rv = command.main(args=argv, prog_name=PROG, standalone_mode=False)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -1147,8 +1159,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such option {e.option_name}{hint} (see --help)", file=sys.stderr)
         return 2
     except click.UsageError as e:
-        where = f" (see `cli.py {e.ctx.command_path.split(' ', 1)[1]} --help`)" \
-            if e.ctx and " " in e.ctx.command_path else " (see `cli.py --help`)"
+        where = f" (see `{PROG} {e.ctx.command_path.split(' ', 1)[1]} --help`)" \
+            if e.ctx and " " in e.ctx.command_path else f" (see `{PROG} --help`)"
         print(f"error: {e.format_message()}{where}".replace("\n", " "), file=sys.stderr)
         return 2
     except typer.Abort:

@@ -57,12 +57,12 @@ class DroppingProxy:
         self.refuse_until = time.monotonic() + refuse_s
         with self.lock:
             conns, self.conns = self.conns, []
-        for c in conns:
-            try:
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                c.close()
-            except OSError:
-                pass
+        for c in conns:  # shutdown wakes the pump blocked in recv; close alone would not
+            for how in (lambda: c.shutdown(socket.SHUT_RDWR), c.close):
+                try:
+                    how()
+                except OSError:
+                    pass
         self.drops += 1
 
     def close(self) -> None:

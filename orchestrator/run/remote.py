@@ -249,15 +249,34 @@ def _quiet_ray_logs() -> None:
 
 
 async def _follow(client, job_id: str, handle: Callable[[str], None]) -> None:  # noqa: ANN001
-    """Feed complete lines of the job's log to handle (chunks may split lines)."""
-    buf = ""
-    async for chunk in client.tail_job_logs(job_id):
-        buf += chunk
-        *lines, buf = buf.split("\n")
-        for line in lines:
-            handle(line.rstrip("\r"))
-    if buf:
-        handle(buf.rstrip("\r"))
+    """Feed complete lines of the job's log to handle (chunks may split lines). A quiet log is
+    checked every IDLE_S seconds: when the head does not answer a status request either, the
+    connection is taken as lost (a half-open socket never closes by itself)."""
+    async def consume() -> None:
+        buf = ""
+        async for chunk in client.tail_job_logs(job_id):
+            buf += chunk
+            *lines, buf = buf.split("\n")
+            for line in lines:
+                handle(line.rstrip("\r"))
+        if buf:
+            handle(buf.rstrip("\r"))
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(consume())
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=IDLE_S)
+        if done:
+            return task.result()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(None, client.get_job_status, job_id),
+                                   timeout=IDLE_S)
+        except Exception as e:  # unreachable: drop this stream, reconnect
+            task.cancel()
+            raise ConnectionError(f"the head stopped answering ({type(e).__name__})") from None
+
+
+IDLE_S = 15.0
 
 
 def _wait_terminal(client, job_id: str, timeout_s: float = 60.0) -> str:  # noqa: ANN001

@@ -42,16 +42,36 @@ def new_id(prefix: str = "") -> str:
 
 
 def code_version() -> str | None:
-    """The git commit of the checkout tally runs from (with '+dirty' for local changes)."""
-    here = Path(__file__).resolve().parents[2]
+    """The git commit tally runs from (with '+dirty' for local changes): the checkout this
+    file is in, or, for a `pip install DIR`, the directory pip installed from (its
+    direct_url.json); None when neither is a git checkout."""
+    for here in (Path(__file__).resolve().parents[2], _installed_from()):
+        if here is None:
+            continue
+        try:
+            sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
+                                 capture_output=True, text=True, timeout=5).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=here, capture_output=True, text=True,
+                                   timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if sha:
+            return sha + ("+dirty" if dirty else "")
+    return None
+
+
+def _installed_from() -> Path | None:
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
-                             capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+        text = metadata.distribution("tally").read_text("direct_url.json")
+        url = urlparse(json.loads(text or "{}").get("url", ""))
+    except (metadata.PackageNotFoundError, ValueError):
         return None
-    return (sha + ("+dirty" if dirty else "")) if sha else None
+    path = Path(unquote(url.path)) if url.scheme == "file" else None
+    return path if path is not None and path.is_dir() else None
 
 
 def _sqlite_file(url: str) -> Path | None:
