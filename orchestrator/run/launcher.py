@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from model.presets import Preset, UnknownPreset, flops_per_token, get_preset
+from orchestrator.run.storage import resolve as resolve_storage, run_location
 from orchestrator.store.home import Home
 from orchestrator.store import Store, utcnow
 from planners.errors import BadInput, RunFailed
@@ -528,6 +529,7 @@ def train(store: Store, home: Home, req: TrainRequest, *,
         for k, v in keep.items():
             setattr(req, k, v)
         req.resume = prior.id
+    storage = resolve_storage(req.storage, home)  # BadInput on a bad --storage, no I/O
     if is_jobs_address(req.address) and not req.dry_run:
         return train_remote(store, home, req, progress=progress, on_start=on_start)
     preset = resolve_preset(req.preset, req.custom_preset)
@@ -557,6 +559,7 @@ def train(store: Store, home: Home, req: TrainRequest, *,
                 "preflight": verdict, "capacity": capacity, "assumptions": assumptions,
                 "prediction": predict(preset, plan, req, assumptions)}
     preflight(preset, plan, capacity, req.gpu)
+    storage.check()  # the bucket exists and takes writes, before Ray starts
     prediction = predict(preset, plan, req, assumptions) if device == "cuda" else {}
     from orchestrator.carbon.policy import RunPolicy
 
@@ -609,17 +612,17 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
                                plan_id=req.plan_id)
         run_id = run.id
     store.update_run(run_id, started_at=run.started_at or utcnow())
-    storage = req.storage or str(home.runs)
-    run_dir = Path(storage) / run_id
+    where = run_location(resolve_storage(req.storage, home), home, run_id)
+    run_dir = where.local_dir  # local files (pids, codecarbon); checkpoints may be in a bucket
     run_dir.mkdir(parents=True, exist_ok=True)
-    store.update_run(run_id, storage_path=str(run_dir))
+    store.update_run(run_id, storage_path=where.storage_path)
     if on_start:
         on_start({"run_id": run_id, "dashboard_url": handle.dashboard_url if handle else None,
                   "token_path": handle.token_path if handle else None,
                   "launch": plan.as_dict(), "run_dir": str(run_dir)})
     if events:
         events({"type": "run", "run_id": run_id, "preset": preset.name,
-                "storage_path": str(run_dir.absolute()), "config": store.get_run(run_id).config})
+                "storage_path": where.storage_path, "config": store.get_run(run_id).config})
 
     # on the driver's node: a worker node lost mid-run must not take the channel with it
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -629,7 +632,7 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
         (store.run_summaries([run_id])[0]["last_step"] or 0) if req.resume else 0)
     tcfg = TrainConfig(
         run_id=run_id, preset=preset.name, model_args=preset.args.__dict__.copy(),
-        data=str(dataset.root), checkpoint_dir=str(run_dir / "checkpoints"),
+        data=str(dataset.root), checkpoint_dir=where.checkpoints, run_dir=str(run_dir),
         seq_len=plan.seq_len, global_batch=plan.global_batch, micro_batch=plan.micro_batch,
         max_steps=plan.max_steps, total_steps=plan.total_steps, lr=plan.lr,
         warmup_steps=plan.warmup_steps, seed=req.seed, checkpoint_every=plan.checkpoint_every,
@@ -660,8 +663,9 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
                 scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=device == "cuda",
                                              resources_per_worker=resources,
                                              placement_strategy="PACK"),
-                run_config=RunConfig(name=run_id, storage_path=str(Path(storage).absolute()),
-                                     failure_config=FailureConfig(max_failures=req.max_failures)))
+                run_config=RunConfig(name=run_id, storage_path=where.ray_storage,
+                                     failure_config=FailureConfig(max_failures=req.max_failures),
+                                     worker_runtime_env={"env_vars": where.worker_env}))
             began = policy.clock.now()
             trainer.fit()
             driver.poll_once()
