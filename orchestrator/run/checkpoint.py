@@ -103,7 +103,9 @@ class _Root:
         """name -> size in bytes of the files directly in `path`."""
         if self.local:
             d = Path(path)
-            return {p.name: p.stat().st_size for p in d.iterdir() if p.is_file()} if d.is_dir() else {}
+            if not d.is_dir():
+                return {}
+            return {p.name: p.stat().st_size for p in d.iterdir() if p.is_file()}
         self.fresh(path)
         try:
             entries = self.fs.ls(path, detail=True)
@@ -154,6 +156,57 @@ class _Root:
         except FileNotFoundError:
             pass
         self.fresh(self.path)
+
+
+class _Tee:
+    """A write stream that also counts and hashes what goes through it."""
+
+    def __init__(self, raw):
+        self.raw, self.sha, self.bytes = raw, hashlib.sha256(), 0
+
+    def write(self, b) -> int:
+        view = memoryview(b).cast("B")
+        self.sha.update(view)
+        self.bytes += view.nbytes
+        return self.raw.write(b)
+
+    def __getattr__(self, name: str):
+        return getattr(self.raw, name)
+
+
+def _hashing_writer(uri: str):
+    """DCP's fsspec writer, recording (bytes, sha256) of every file this rank writes, so the
+    manifest needs no second download of the shards."""
+    from contextlib import contextmanager
+
+    from torch.distributed.checkpoint._fsspec_filesystem import FileSystem, FsspecWriter
+
+    class HashingFileSystem(FileSystem):
+        def __init__(self, fs):
+            super().__init__()
+            self.fs, self.written = fs, {}
+
+        @contextmanager
+        def create_stream(self, path, mode):
+            with super().create_stream(path, mode) as stream:
+                if "w" not in mode:
+                    yield stream
+                    return
+                tee = _Tee(stream)
+                yield tee
+            self.written[basename(os.fspath(path))] = {"bytes": tee.bytes,
+                                                       "sha256": tee.sha.hexdigest()}
+
+        def rename(self, path, new_path):  # .metadata.tmp -> .metadata
+            super().rename(path, new_path)
+            old = self.written.pop(basename(os.fspath(path)), None)
+            if old is not None:
+                self.written[basename(os.fspath(new_path))] = old
+
+    # sync_files would os.sync() the whole machine: an object is durable once its PUT ends
+    writer = FsspecWriter(uri, sync_files=False)
+    writer.fs = HashingFileSystem(writer.fs.fs)
+    return writer
 
 
 def basename(path: Where) -> str:
@@ -222,20 +275,25 @@ def save(root: Where, step: int, model: torch.nn.Module, optimizer: torch.optim.
     if r.local:
         dcp.save(state, checkpoint_id=target)
         torch.save(rng_state(), Path(target) / f"rng-rank{rank}.pt")
+        written = None
     else:
-        from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter
-
-        # sync_files would os.sync() the whole machine: an object is durable once its PUT ends
-        dcp.save(state, storage_writer=FsspecWriter(r.out(target), sync_files=False))
+        writer = _hashing_writer(r.out(target))
+        dcp.save(state, storage_writer=writer)
         buf = io.BytesIO()
         torch.save(rng_state(), buf)
-        r.write(f"{target}/rng-rank{rank}.pt", buf.getvalue())
+        rng = buf.getvalue()
+        r.write(f"{target}/rng-rank{rank}.pt", rng)
+        written = {**writer.fs.written, f"rng-rank{rank}.pt": {
+            "bytes": len(rng), "sha256": hashlib.sha256(rng).hexdigest()}}
     _barrier()
-    # Each rank hashes a share of the files; rank 0 writes the marker (and renames, locally).
+    # Locally each rank hashes a share of the files; on an object store each rank hashed what
+    # it wrote. Rank 0 writes the marker (and renames, locally).
     sizes = r.files(target)
-    files = sorted(sizes)
-    mine = {name: {"bytes": sizes[name], "sha256": r.sha256(f"{target}/{name}")}
-            for i, name in enumerate(files) if i % world == rank}
+    if written is None:
+        mine = {name: {"bytes": sizes[name], "sha256": r.sha256(f"{target}/{name}")}
+                for i, name in enumerate(sorted(sizes)) if i % world == rank}
+    else:
+        mine = written
     shares: list[dict] = [None] * world  # type: ignore[list-item]
     if dist.is_initialized():
         dist.all_gather_object(shares, mine)
@@ -246,6 +304,16 @@ def save(root: Where, step: int, model: torch.nn.Module, optimizer: torch.optim.
                     "extra": {k: v for k, v in extra.items() if isinstance(v, (int, float, str))}}
         for share in shares:
             manifest["files"].update(share)
+        for name, size in sizes.items():  # what the store holds is what the ranks wrote
+            entry = manifest["files"].get(name)
+            if entry is None:  # not written through DCP's streams: hash what is stored
+                manifest["files"][name] = {"bytes": size, "sha256": r.sha256(f"{target}/{name}")}
+            elif entry["bytes"] != size:
+                raise OSError(f"{r.out(target)}/{name} holds {size} bytes, {entry['bytes']} "
+                              "were written")
+        missing = set(manifest["files"]) - set(sizes)
+        if missing:
+            raise OSError(f"{r.out(target)} lacks {sorted(missing)} after every rank wrote")
         if r.local:
             marker = Path(target) / MARKER
             with open(marker.with_suffix(".part"), "w") as f:
@@ -315,7 +383,7 @@ def find_latest(root: Where, world_verify: bool = True, max_step: int | None = N
     for step, where, marked in listed or []:
         path = r.out(where)
         if not marked:
-            skipped.append((path, f"no {MARKER} (a save that did not finish)"))
+            skipped.append((path, f"no {MARKER}: a save that did not finish"))
             continue
         if max_step is not None and step > max_step:
             skipped.append((path, f"past the last recorded step {max_step}"))

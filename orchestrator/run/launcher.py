@@ -619,7 +619,8 @@ def _run(store, home, req, preset, plan, dataset, device, assumptions, handle, p
     if on_start:
         on_start({"run_id": run_id, "dashboard_url": handle.dashboard_url if handle else None,
                   "token_path": handle.token_path if handle else None,
-                  "launch": plan.as_dict(), "run_dir": str(run_dir)})
+                  "launch": plan.as_dict(), "run_dir": str(run_dir),
+                  "checkpoints": where.checkpoints})
     if events:
         events({"type": "run", "run_id": run_id, "preset": preset.name,
                 "storage_path": where.storage_path, "config": store.get_run(run_id).config})

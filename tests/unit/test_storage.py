@@ -84,7 +84,7 @@ def test_local_run_is_where_it_always_was(tmp_path):
 
 def test_check_names_a_missing_bucket(s3_server):
     assert parse(s3_server + "/runs").check()
-    with pytest.raises(BadInput, match="bucket 'no-such-bucket' does not exist at http://127.0.0.1"):
+    with pytest.raises(BadInput, match="'no-such-bucket' does not exist at http://127.0.0.1"):
         parse("s3://no-such-bucket/runs").check()
 
 
@@ -93,7 +93,8 @@ def test_train_refuses_bad_storage_before_starting_anything(run_cli, home, tmp_p
     from tests.conftest import assert_bad_input
 
     monkeypatch.chdir(tmp_path)
-    assert_bad_input(run_cli("train", "tiny", "--storage", "s3:bucket/x"), "--storage", "s3:bucket/x")
+    assert_bad_input(run_cli("train", "tiny", "--storage", "s3:bucket/x"),
+                     "--storage", "s3:bucket/x")
     assert_bad_input(run_cli("train", "tiny", "--storage", "s3://no-such-bucket/x"),
                      "no-such-bucket", "does not exist")
     assert not (tmp_path / "s3:").exists()
