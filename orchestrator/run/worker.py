@@ -240,8 +240,8 @@ def train_loop(config: dict) -> None:
     found = ckpt.find_latest(cfg.checkpoint_dir, max_step=limit)
     if found is not None:
         for path, reason in found.skipped:
-            reporter.send("log", level="warning", message=f"checkpoint {ckpt.basename(path)} not usable "
-                          f"({reason}); falling back to the previous complete one")
+            reporter.send("log", level="warning", message=f"checkpoint {ckpt.basename(path)} "
+                          f"not usable ({reason}); falling back to the previous complete one")
         if found.step >= 0:
             extra = ckpt.load(found.path, model, optimizer)
             start = int(extra.get("step", found.step))
