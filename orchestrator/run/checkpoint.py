@@ -288,7 +288,7 @@ def save(root: Where, step: int, model: torch.nn.Module, optimizer: torch.optim.
     _barrier()
     # Locally each rank hashes a share of the files; on an object store each rank hashed what
     # it wrote. Rank 0 writes the marker (and renames, locally).
-    sizes = r.files(target)
+    sizes = r.files(target) if r.local or rank == 0 else {}  # remote: rank 0 checks the list
     if written is None:
         mine = {name: {"bytes": sizes[name], "sha256": r.sha256(f"{target}/{name}")}
                 for i, name in enumerate(sorted(sizes)) if i % world == rank}
