@@ -32,7 +32,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,11 +40,15 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict,
                                                      set_state_dict)
 
+from orchestrator.run.storage import Location as _Root
+from orchestrator.run.storage import Where
+from orchestrator.run.storage import basename
+from orchestrator.run.storage import sha256_file as _sha256  # noqa: F401 (tests use it)
+
 MARKER = "COMPLETE.json"
 _NAME = re.compile(r"^step-(\d{8})$")
 _TMP = re.compile(r"^step-(\d{8})\.tmp$")
 
-Where = Union[Path, str]  # a local Path, or a URI string (s3://bucket/prefix/step-00000100)
 
 
 @dataclass(frozen=True)
@@ -52,110 +56,6 @@ class Found:
     step: int
     path: Where
     skipped: list[tuple[Where, str]]  # newer checkpoints passed over, and why
-
-
-class _Root:
-    """A checkpoint location: the local filesystem (Path semantics, atomic renames) or an
-    fsspec object store (paths inside it, no renames)."""
-
-    def __init__(self, where: Where):
-        text = str(where)
-        self.fs = None
-        self.local = "://" not in text
-        if not self.local:
-            from fsspec.core import url_to_fs
-            from fsspec.implementations.local import LocalFileSystem
-
-            fs, path = url_to_fs(text)
-            if isinstance(fs, LocalFileSystem):  # file:///...
-                self.local, text = True, path
-            else:
-                self.fs, self.path = fs, path.rstrip("/")
-        if self.local:
-            self.path = str(Path(text))
-
-    def join(self, *parts: str) -> str:
-        return "/".join([self.path, *parts]) if not self.local else str(Path(self.path, *parts))
-
-    def out(self, path: str) -> Where:
-        """How a location is handed back: a Path when local, a URI otherwise."""
-        return Path(path) if self.local else self.fs.unstrip_protocol(path)
-
-    def fresh(self, path: str) -> None:
-        """Forget cached listings: other ranks and processes write here too."""
-        if self.fs is not None:
-            self.fs.invalidate_cache(path)
-
-    def dirs(self) -> list[tuple[str, str]]:
-        """(name, path) of every entry directly under the root."""
-        if self.local:
-            root = Path(self.path)
-            return [(p.name, str(p)) for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-        self.fresh(self.path)
-        try:
-            entries = self.fs.ls(self.path, detail=True)
-        except FileNotFoundError:
-            return []
-        return [(e["name"].rstrip("/").rsplit("/", 1)[-1], e["name"].rstrip("/"))
-                for e in entries if e.get("type") == "directory"]
-
-    def files(self, path: str) -> dict[str, int]:
-        """name -> size in bytes of the files directly in `path`."""
-        if self.local:
-            d = Path(path)
-            if not d.is_dir():
-                return {}
-            return {p.name: p.stat().st_size for p in d.iterdir() if p.is_file()}
-        self.fresh(path)
-        try:
-            entries = self.fs.ls(path, detail=True)
-        except FileNotFoundError:
-            return {}
-        return {e["name"].rsplit("/", 1)[-1]: int(e["size"]) for e in entries
-                if e.get("type") == "file"}
-
-    def is_file(self, path: str) -> bool:
-        if self.local:
-            return Path(path).is_file()
-        self.fresh(path)
-        return self.fs.isfile(path)
-
-    def read(self, path: str) -> bytes:
-        if self.local:
-            return Path(path).read_bytes()
-        return self.fs.cat_file(path)
-
-    def write(self, path: str, data: bytes) -> None:
-        if self.local:
-            Path(path).write_bytes(data)
-        else:
-            self.fs.pipe_file(path, data)  # one PUT
-
-    def sha256(self, path: str) -> str:
-        if self.local:
-            return _sha256(Path(path))
-        h = hashlib.sha256()
-        with self.fs.open(path, "rb", block_size=1 << 22) as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        return h.hexdigest()
-
-    def rmtree(self, path: str) -> None:
-        """Remove a checkpoint directory; on an object store its marker goes first, so a
-        delete cut short never leaves a marker over missing files."""
-        if self.local:
-            shutil.rmtree(path, ignore_errors=True)
-            return
-        try:
-            self.fs.rm_file(f"{path}/{MARKER}")
-        except FileNotFoundError:
-            pass
-        self.fresh(path)
-        try:
-            self.fs.rm(path, recursive=True)
-        except FileNotFoundError:
-            pass
-        self.fresh(self.path)
 
 
 class _Tee:
@@ -209,22 +109,9 @@ def _hashing_writer(uri: str):
     return writer
 
 
-def basename(path: Where) -> str:
-    """step-00000100 of a checkpoint's Path or URI."""
-    return str(path).rstrip("/").rsplit("/", 1)[-1]
-
-
 def step_dir(root: Where, step: int) -> Where:
     r = _Root(root)
     return r.out(r.join(f"step-{step:08d}"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _rank() -> int:
@@ -268,7 +155,7 @@ def save(root: Where, step: int, model: torch.nn.Module, optimizer: torch.optim.
                 shutil.rmtree(tmp)  # left by a crash mid-save
             tmp.mkdir(parents=True)
         else:
-            r.rmtree(final)  # an older save of this step, or one cut short: marker first
+            r.rmtree(final, first=MARKER)  # an older save of this step, or one cut short: marker first
     _barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
@@ -431,7 +318,7 @@ def prune(root: Where, keep_last: int) -> None:
     listed = _step_dirs(r)
     complete = [(step, path) for step, path, marked in listed if marked]
     for _, path in complete[max(1, keep_last):]:
-        r.rmtree(path)
+        r.rmtree(path, first=MARKER)
     newest = complete[0][0] if complete else None
     if newest is None:
         return
@@ -443,4 +330,4 @@ def prune(root: Where, keep_last: int) -> None:
     else:
         for step, path, marked in listed:
             if not marked and step < newest:
-                r.rmtree(path)
+                r.rmtree(path, first=MARKER)

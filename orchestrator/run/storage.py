@@ -13,15 +13,21 @@ credentials, region and an S3-compatible endpoint from the environment (`AWS_END
 `AWS_ACCESS_KEY_ID`, ...). The driver forwards those variables to the Ray Train workers
 (`worker_env`); on a cluster they can also be set on the nodes themselves (instance roles).
 Ray's own run state stays on local disk: the checkpoints are ours (checkpoint.py), not Ray's.
+
+`Location` reads and writes one such place (listing, whole-file reads and writes, hashing,
+removal) for checkpoint.py: pathlib and os on a local disk, the fsspec filesystem otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 from urllib.parse import urlparse
 
 from planners.errors import BadInput, RunFailed
@@ -32,6 +38,7 @@ ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECR
        "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CA_BUNDLE",
        "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST")
 _URI_TYPO = re.compile(r"^(s3|gs|gcs|file|https?|az|abfs|hdfs):", re.IGNORECASE)
+Where = Union[Path, str]  # a local Path, or a URI string (s3://bucket/prefix/step-00000100)
 ACCEPTED = "a local path, file:///PATH, s3://BUCKET[/PREFIX] or gs://BUCKET[/PREFIX]"
 
 
@@ -143,3 +150,122 @@ def _endpoint(scheme: str) -> str:
         return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") \
             or "the AWS default endpoint"
     return os.environ.get("STORAGE_EMULATOR_HOST") or "the default endpoint"
+
+
+# -- reading and writing a location: a local directory or a place in a bucket -------------
+class Location:
+    """A checkpoint location: the local filesystem (Path semantics, atomic renames) or an
+    fsspec object store (paths inside it, no renames)."""
+
+    def __init__(self, where: Where):
+        text = str(where)
+        self.fs = None
+        self.local = "://" not in text
+        if not self.local:
+            from fsspec.core import url_to_fs
+            from fsspec.implementations.local import LocalFileSystem
+
+            fs, path = url_to_fs(text)
+            if isinstance(fs, LocalFileSystem):  # file:///...
+                self.local, text = True, path
+            else:
+                self.fs, self.path = fs, path.rstrip("/")
+        if self.local:
+            self.path = str(Path(text))
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.path, *parts]) if not self.local else str(Path(self.path, *parts))
+
+    def out(self, path: str) -> Where:
+        """How a location is handed back: a Path when local, a URI otherwise."""
+        return Path(path) if self.local else self.fs.unstrip_protocol(path)
+
+    def fresh(self, path: str) -> None:
+        """Forget cached listings: other ranks and processes write here too."""
+        if self.fs is not None:
+            self.fs.invalidate_cache(path)
+
+    def dirs(self) -> list[tuple[str, str]]:
+        """(name, path) of every entry directly under the root."""
+        if self.local:
+            root = Path(self.path)
+            return [(p.name, str(p)) for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        self.fresh(self.path)
+        try:
+            entries = self.fs.ls(self.path, detail=True)
+        except FileNotFoundError:
+            return []
+        return [(e["name"].rstrip("/").rsplit("/", 1)[-1], e["name"].rstrip("/"))
+                for e in entries if e.get("type") == "directory"]
+
+    def files(self, path: str) -> dict[str, int]:
+        """name -> size in bytes of the files directly in `path`."""
+        if self.local:
+            d = Path(path)
+            if not d.is_dir():
+                return {}
+            return {p.name: p.stat().st_size for p in d.iterdir() if p.is_file()}
+        self.fresh(path)
+        try:
+            entries = self.fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {e["name"].rsplit("/", 1)[-1]: int(e["size"]) for e in entries
+                if e.get("type") == "file"}
+
+    def is_file(self, path: str) -> bool:
+        if self.local:
+            return Path(path).is_file()
+        self.fresh(path)
+        return self.fs.isfile(path)
+
+    def read(self, path: str) -> bytes:
+        if self.local:
+            return Path(path).read_bytes()
+        return self.fs.cat_file(path)
+
+    def write(self, path: str, data: bytes) -> None:
+        if self.local:
+            Path(path).write_bytes(data)
+        else:
+            self.fs.pipe_file(path, data)  # one PUT
+
+    def sha256(self, path: str) -> str:
+        if self.local:
+            return sha256_file(Path(path))
+        h = hashlib.sha256()
+        with self.fs.open(path, "rb", block_size=1 << 22) as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    def rmtree(self, path: str, first: str | None = None) -> None:
+        """Remove a directory; on an object store the file `first` (a completion marker) goes
+        first, so a delete cut short never leaves a marker over missing files."""
+        if self.local:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        if first:
+            try:
+                self.fs.rm_file(f"{path}/{first}")
+            except FileNotFoundError:
+                pass
+        self.fresh(path)
+        try:
+            self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+        self.fresh(self.path)
+
+
+def basename(path: Where) -> str:
+    """The last part of a local Path or a URI (step-00000100)."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
