@@ -572,7 +572,8 @@ def train_cmd(
             c = err()
             c.print(f"run {info['run_id']}: {launch['preset']} on {launch['workers']} "
                     f"{launch['device']} worker(s), {launch['max_steps']} steps of "
-                    f"{launch['batch_tokens']:,} tokens; checkpoints in {info['run_dir']}")
+                    f"{launch['batch_tokens']:,} tokens; checkpoints in "
+                    f"{info.get('checkpoints') or info['run_dir']}")
             if info.get("dashboard_url"):
                 c.print(f"Ray dashboard: {info['dashboard_url']} (token file: {info['token_path']})")
         run_cfg = store.get_run(info["run_id"]).config

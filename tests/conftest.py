@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import cli
+from tests.s3fixture import s3_server  # noqa: F401  (a real S3 API on 127.0.0.1)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from orchestrator.run.launch import (_device, _open_data, footprint_assumptions,
                                      preset_dict, resolve_preset)
 from orchestrator.run.runtime import cluster_capacity, connect, run_on_ray
 from orchestrator.run.spec import FIELDS, RunSpec
+from orchestrator.run.storage import resolve as resolve_storage
 from planners.assumptions import gpu_of
 from planners.errors import BadInput
 
@@ -44,6 +45,7 @@ def train(store: Store, home: Home, spec: RunSpec, *, resume: str | None = None,
         resume = store.get_run(resume).id
     if spec.plan_id is not None:
         store.get_plan(spec.plan_id)  # BadInput for an unknown id, before anything starts
+    storage = resolve_storage(spec.storage, home)  # BadInput on a bad --storage, no I/O
     if is_jobs_address(spec.address) and not dry_run:
         from orchestrator.run.remote import train_remote
 
@@ -74,6 +76,7 @@ def train(store: Store, home: Home, spec: RunSpec, *, resume: str | None = None,
     if assumptions.get("gpu_warning"):
         print(f"warning: {assumptions['gpu_warning']}", file=sys.stderr)
     preflight(preset, plan, capacity, gpu_of(assumptions))
+    storage.check()  # the bucket exists and takes writes, before Ray starts
     prediction = predict(preset, plan, assumptions) if device == "cuda" else {}
     from orchestrator.carbon.policy import RunPolicy
 

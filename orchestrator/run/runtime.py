@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model.presets import flops_per_token
@@ -15,6 +14,7 @@ from orchestrator.run.driver import Driver, _channel_class, _meters
 from orchestrator.run import stopping
 from orchestrator.run.launch import peak_flops, run_config
 from orchestrator.run.stopping import Stopper
+from orchestrator.run.storage import resolve as resolve_storage, run_location
 from orchestrator.store import utcnow
 from planners.errors import BadInput, RunFailed, RunInterrupted
 
@@ -99,20 +99,21 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
                                plan_id=spec.plan_id)
         run_id = run.id
     store.update_run(run_id, started_at=run.started_at or utcnow())
-    storage = spec.storage or str(home.runs)
-    run_dir = Path(storage) / run_id
+    where = run_location(resolve_storage(spec.storage, home), home, run_id)
+    run_dir = where.local_dir  # local files (pids, codecarbon); checkpoints may be in a bucket
     run_dir.mkdir(parents=True, exist_ok=True)
-    store.update_run(run_id, storage_path=str(run_dir))
+    store.update_run(run_id, storage_path=where.storage_path)
     from orchestrator.run.export import keep_tokenizer
 
     keep_tokenizer(run_dir, getattr(dataset, "tokenizer_path", None))
     if on_start:
         on_start({"run_id": run_id, "dashboard_url": handle.dashboard_url if handle else None,
                   "token_path": handle.token_path if handle else None,
-                  "launch": plan.as_dict(), "run_dir": str(run_dir)})
+                  "launch": plan.as_dict(), "run_dir": str(run_dir),
+                  "checkpoints": where.checkpoints})
     if events:
         events({"type": "run", "run_id": run_id, "preset": preset.name,
-                "storage_path": str(run_dir.absolute()), "config": store.get_run(run_id).config})
+                "storage_path": where.storage_path, "config": store.get_run(run_id).config})
 
     # on the driver's node: a worker node lost mid-run must not take the channel with it
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -122,7 +123,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
         (store.run_summaries([run_id])[0]["last_step"] or 0) if resume else 0)
     tcfg = TrainConfig(
         run_id=run_id, preset=preset.name, model_args=preset.args.__dict__.copy(),
-        data=str(dataset.root), checkpoint_dir=str(run_dir / "checkpoints"),
+        data=str(dataset.root), checkpoint_dir=where.checkpoints, run_dir=str(run_dir),
         seq_len=plan.seq_len, global_batch=plan.global_batch, micro_batch=plan.micro_batch,
         max_steps=plan.max_steps, total_steps=plan.total_steps, lr=plan.lr,
         warmup_steps=plan.warmup_steps, seed=spec.seed, checkpoint_every=plan.checkpoint_every,
@@ -159,9 +160,10 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
                                                  use_gpu=device == "cuda",
                                                  resources_per_worker=resources,
                                                  placement_strategy="PACK"),
-                    run_config=RunConfig(name=run_id, storage_path=str(Path(storage).absolute()),
+                    run_config=RunConfig(name=run_id, storage_path=where.ray_storage,
                                          failure_config=FailureConfig(
-                                             max_failures=spec.max_failures)))
+                                             max_failures=spec.max_failures),
+                                         worker_runtime_env={"env_vars": where.worker_env}))
                 began = policy.clock.now()
                 stopper.training = True
                 trainer.fit()

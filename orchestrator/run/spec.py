@@ -26,7 +26,6 @@ GROUPS = ("model", "data", "schedule", "placement", "storage", "footprint", "car
           "metering", "run")
 DEVICES = ("auto", "cpu", "cuda")
 CARBON_POLICIES = ("delay", "suspend", "threshold")
-STORAGE_SCHEMES = ("file", "s3", "gs", "gcs")
 
 
 def opt(default: Any, group: str, help: str, *, flag: str | None = None, kind: str = "",
@@ -197,7 +196,9 @@ class RunSpec:
         need(self.price_usd_per_gpu_hour is None or self.price_usd_per_gpu_hour >= 0,
              "price_usd_per_gpu_hour", "must be >= 0")
         if self.storage:
-            check_storage(self.storage)
+            from orchestrator.run.storage import parse
+
+            parse(self.storage)  # BadInput naming what is accepted; no I/O
         if self.gpu:
             from planners.hardware import get_gpu
 
@@ -273,18 +274,6 @@ def _kind_word(typ: str) -> str:
         if typ.startswith(prefix):
             return word
     return "a string"
-
-
-def check_storage(storage: str) -> str:
-    """A local path or a URI whose scheme tally's checkpoints can use."""
-    if "://" in storage:
-        scheme = storage.split("://", 1)[0].lower()
-        if scheme not in STORAGE_SCHEMES or not storage.split("://", 1)[1].strip("/"):
-            raise BadInput(f"--storage {storage!r}: use a local path or a file://, s3:// or "
-                           "gs:// URI with a bucket (s3://BUCKET/PREFIX)")
-    elif not storage.strip():
-        raise BadInput("--storage is empty; give a path or an s3:// or gs:// URI")
-    return storage
 
 
 # -- run files ------------------------------------------------------------------------------

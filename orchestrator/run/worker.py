@@ -27,7 +27,7 @@ class TrainConfig:
     preset: str
     model_args: dict
     data: str  # prepared dataset directory
-    checkpoint_dir: str
+    checkpoint_dir: str  # a local path or a storage URI (s3://, gs://: see storage.py)
     seq_len: int
     global_batch: int  # sequences per optimiser step, across all workers
     micro_batch: int  # sequences per forward/backward on one worker
@@ -51,6 +51,7 @@ class TrainConfig:
     params: int = 0
     extra: dict = field(default_factory=dict)
     init_from: str | None = None  # a Hugging Face or Meta directory: the weights of step 0
+    run_dir: str = ""  # this run's local directory (pid files); "": checkpoint_dir's parent
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -218,7 +219,7 @@ def train_loop(config: dict) -> None:
                              "node_id": ray.get_runtime_context().get_node_id(),
                              "hostname": socket.gethostname(), "pid": os.getpid(),
                              "gpu_uuids": _visible_gpu_uuids() if cfg.device == "cuda" else []}])
-    pid_dir = Path(cfg.checkpoint_dir).parent / "workers"
+    pid_dir = Path(cfg.run_dir or Path(cfg.checkpoint_dir).parent) / "workers"
     pid_dir.mkdir(parents=True, exist_ok=True)
     (pid_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
 
@@ -237,11 +238,11 @@ def train_loop(config: dict) -> None:
     start = 0
     limit = _broadcast(ray.get(channel.step_limit.remote()) if channel is not None and rank == 0
                        else None)
-    found = ckpt.find_latest(Path(cfg.checkpoint_dir), max_step=limit)
+    found = ckpt.find_latest(cfg.checkpoint_dir, max_step=limit)
     if found is not None:
         for path, reason in found.skipped:
-            reporter.send("log", level="warning", message=f"checkpoint {path.name} not usable "
-                          f"({reason}); falling back to the previous complete one")
+            reporter.send("log", level="warning", message=f"checkpoint {ckpt.basename(path)} "
+                          f"not usable ({reason}); falling back to the previous complete one")
         if found.step >= 0:
             extra = ckpt.load(found.path, model, optimizer)
             start = int(extra.get("step", found.step))
@@ -301,7 +302,7 @@ def train_loop(config: dict) -> None:
         command = _broadcast(reporter.command() if rank == 0 else None)
         due = step % cfg.checkpoint_every == 0 or step == cfg.max_steps or command is not None
         if due:
-            path = ckpt.save(Path(cfg.checkpoint_dir), step, model, optimizer,
+            path = ckpt.save(cfg.checkpoint_dir, step, model, optimizer,
                              {"step": step, "tokens": step * tokens_per_step},
                              keep_last=cfg.keep_last)
             last_saved = step

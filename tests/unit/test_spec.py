@@ -129,7 +129,7 @@ def _strategy(f):
     special = {
         "device": st.sampled_from(rs.DEVICES), "policy": st.sampled_from(rs.CARBON_POLICIES),
         "gpu": none | st.sampled_from(["a100-80gb", "h100", "h200"]),
-        "storage": none | st.sampled_from(["/mnt/ckpt", "s3://bucket/tally", "gs://b/p"]),
+        "storage": none | st.sampled_from(["/mnt/ckpt", "s3://bucket/tally", "file:///mnt/c"]),
         "pue": none | st.floats(1.0, 3.0), "intensity_kg_per_kwh": st.none(),
         "region": none | st.sampled_from(["FRA", "gcp:europe-west9"]),
         "threshold_g_per_kwh": none | st.floats(0, 5000),
