@@ -128,3 +128,36 @@ def reference_run(tcli_session):
                        "--max-steps", "8", "--json")
     assert res.code == 0, res.stderr
     return res.json()
+
+
+# -- object storage: a real S3 API on 127.0.0.1 (moto's server), for s3:// code paths ----------
+
+@pytest.fixture(scope="session")
+def _moto_endpoint():
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_server(_moto_endpoint, monkeypatch):
+    """The endpoint URL of a local S3 server (one per session), with AWS_ENDPOINT_URL and
+    dummy credentials set for this test, so boto3, s3fs and fsspec's s3:// reach it. Buckets
+    persist for the session: create uniquely named ones (e.g. from tmp_path.name)."""
+    for key, value in {"AWS_ENDPOINT_URL": _moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_SESSION_TOKEN": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    import fsspec
+
+    fsspec.AbstractFileSystem.clear_instance_cache()  # no s3fs client made for another endpoint
+    yield _moto_endpoint
+    fsspec.AbstractFileSystem.clear_instance_cache()

@@ -17,6 +17,7 @@ import hashlib
 import multiprocessing as mp
 import os
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -49,16 +50,20 @@ def documents(task: Task) -> Iterator[tuple[str, bool]]:
     """(text, is validation) for the unit's documents. A source's only document gives the tail
     of itself (cut at a line break, about val_fraction of it) to validation instead."""
     rng = np.random.default_rng([task.seed, task.index, 1])
-    for text in iter_documents(task.unit, task.text_field):
-        if task.single and task.val_fraction > 0:
-            cut = text.rfind("\n", 0, int(len(text) * (1 - task.val_fraction))) + 1 or \
-                int(len(text) * (1 - task.val_fraction))
-            if text[:cut].strip() and text[cut:].strip():
-                yield text[:cut], False
-                yield text[cut:], True
+    docs = iter_documents(task.unit, task.text_field)
+    if task.single and task.val_fraction > 0:
+        first, second = next(docs, None), next(docs, None)
+        if first is not None and second is None:
+            cut = first.rfind("\n", 0, int(len(first) * (1 - task.val_fraction))) + 1 or \
+                int(len(first) * (1 - task.val_fraction))
+            if first[:cut].strip() and first[cut:].strip():
+                yield first[:cut], False
+                yield first[cut:], True
             else:
-                yield text, False
-            continue
+                yield first, False
+            return
+        docs = chain([d for d in (first, second) if d is not None], docs)
+    for text in docs:
         yield text, bool(task.val_fraction > 0 and rng.random() < task.val_fraction)
 
 

@@ -49,8 +49,11 @@ class UnitIndex:
     split: np.ndarray  # TRAIN, VAL or DROPPED
 
 
-def load_index(spill_dir: Path, units: list, n_sources: int, dedup: bool):
-    """-> ([UnitIndex], per-source counts) with duplicates marked, dropped with dedup."""
+def load_index(spill_dir: Path, units: list, n_sources: int, dedup: bool,
+               val_fraction: float = 0.0):
+    """-> ([UnitIndex], per-source counts) with duplicates marked, dropped with dedup. A
+    source whose documents all drew training gets one seeded validation document (when it has
+    two or more and val_fraction > 0); one whose documents all drew validation trains on them."""
     index, hashes, nbytes = [], [], []
     for i, unit in enumerate(units):
         meta = np.load(spill_paths(spill_dir, i)[1])
@@ -76,9 +79,21 @@ def load_index(spill_dir: Path, units: list, n_sources: int, dedup: bool):
             u.split[dup] = DROPPED
     for k in range(n_sources):
         mine = [u for u in index if u.source == k]
-        if not any((u.split == TRAIN).any() for u in mine):
+        n_train = sum(int((u.split == TRAIN).sum()) for u in mine)
+        if not n_train:
             for u in mine:  # every document drew validation: they train instead
                 u.split[u.split == VAL] = TRAIN
+        elif val_fraction > 0 and n_train > 1 and not any((u.split == VAL).any() for u in mine):
+            # too few documents for the draw to pick one: the one nearest val_fraction of the
+            # source's tokens validates
+            n = np.concatenate([u.n_tokens[u.split == TRAIN] for u in mine])
+            pick = int(np.argmin(np.abs(n - val_fraction * n.sum())))
+            for u in mine:
+                docs = np.flatnonzero(u.split == TRAIN)
+                if pick < len(docs):
+                    u.split[docs[pick]] = VAL
+                    break
+                pick -= len(docs)
     for u, b in zip(index, nbytes):
         s = stats[u.source]
         s["documents"] += int((u.split == TRAIN).sum())
@@ -242,14 +257,14 @@ def write_split(out_dir: Path, spill_dir: Path, split_name: str, picks: Iterator
         finish(pos // shard_tokens, pos % shard_tokens)
     spills.close()
     progress(f"write {split_name}", pos, max(pos, total_tokens))
-    docs = _raw_to_npy(raw, out_dir / f"{split_name}_docs.npy", n_docs)
+    docs = raw_to_npy(raw, out_dir / f"{split_name}_docs.npy", n_docs)
     for s in range(len(shards)):
         (out_dir / f"{split_name}_{s:03d}.bin.json").unlink()
     return {"n_tokens": int(pos), "n_documents": n_docs, "shards": shards,
-            "docs": docs.name, "docs_sha256": _sha256(docs)}, sampled
+            "docs": docs.name, "docs_sha256": sha256_file(docs)}, sampled
 
 
-def _raw_to_npy(raw: Path, final: Path, rows: int) -> Path:
+def raw_to_npy(raw: Path, final: Path, rows: int) -> Path:
     """(rows, 2) int64 written as a .npy without holding it: header, then the raw rows."""
     with open(final, "wb") as out, open(raw, "rb") as src:
         np.lib.format.write_array_header_1_0(
@@ -260,7 +275,7 @@ def _raw_to_npy(raw: Path, final: Path, rows: int) -> Path:
     return final
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):

@@ -147,7 +147,7 @@ def prepare(specs: Sequence[str], name: str, home: Home | None = None, vocab_siz
         t_enc = time.perf_counter()
 
         # 3. + 4. the mixture, drawn and written as a stream
-        index, stats = mix.load_index(spill, units, len(sources), dedup)
+        index, stats = mix.load_index(spill, units, len(sources), dedup, val_fraction)
         for s, st in zip(sources, stats):
             if not st["documents"]:
                 raise BadInput(f"source {s.name!r} ({s.pattern}) holds no text; "

@@ -179,10 +179,10 @@ def _size(path: str) -> int:
         raise BadInput(f"{path}: cannot be read ({e})") from None
 
 
-def plan_units(sources: list[Source], text_field: str, unit_bytes: int = UNIT_BYTES) -> list[Unit]:
+def plan_units(sources: list[Source], text_field: str, unit_bytes: int | None = None) -> list[Unit]:
     """Every source's files cut into units, in source then file order; depends on the files
     alone, never on how many processes will read them."""
-    units = []
+    units, unit_bytes = [], unit_bytes or UNIT_BYTES
     for k, src in enumerate(sources):
         for path in src.files:
             kind, comp = _split_name(path)
