@@ -252,10 +252,43 @@ def _decompress(raw: IO[bytes], comp: str) -> IO[bytes]:
     if comp in (".xz", ".lzma"):
         return lzma.LZMAFile(raw, "rb")
     if comp in (".zst", ".zstd"):
+        return io.BufferedReader(_ZstdReader(raw), 1 << 20)
+    return raw
+
+
+class _ZstdReader(io.RawIOBase):
+    """Zstandard frames one after another, like `zstd -d`; a stream that ends inside a frame
+    is an error (zstandard's stream_reader would end quietly, hiding a truncated file)."""
+
+    def __init__(self, raw: IO[bytes]):
         import zstandard
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
-    return raw
+        self.raw, self.zstd = raw, zstandard
+        self.dctx = zstandard.ZstdDecompressor()
+        self.obj, self.fed, self.buf, self.at = self.dctx.decompressobj(), False, b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self.at == len(self.buf):
+            chunk = self.raw.read(1 << 20)
+            if not chunk:
+                if self.fed and not self.obj.eof:
+                    raise self.zstd.ZstdError("the stream ends inside a frame (truncated)")
+                return 0
+            out = []
+            while chunk:
+                if self.obj.eof:  # the next frame
+                    self.obj, self.fed = self.dctx.decompressobj(), False
+                self.fed = True
+                out.append(self.obj.decompress(chunk))
+                chunk = self.obj.unused_data if self.obj.eof else b""
+            self.buf, self.at = memoryview(b"".join(out)), 0
+        n = min(len(b), len(self.buf) - self.at)
+        b[:n] = self.buf[self.at:self.at + n]
+        self.at += n
+        return n
 
 
 def _stream_errors() -> tuple:

@@ -109,7 +109,8 @@ def test_import_bad_input(tok, encoded, tmp_path, run_cli, monkeypatch):
     assert not _leftovers(home)
 
 
-@pytest.mark.parametrize("case", ["non-utf8 zst", "corrupt gz", "corrupt zst", "corrupt bz2",
+@pytest.mark.parametrize("case", ["non-utf8 zst", "corrupt gz", "corrupt zst", "truncated zst",
+                                  "corrupt bz2",
                                   "parquet without field", "parquet not text", "not parquet"])
 def test_prepare_bad_input_leaves_nothing_behind(case, tok, tmp_path, run_cli, monkeypatch):
     home = tmp_path / "home"
@@ -135,6 +136,12 @@ def test_prepare_bad_input_leaves_nothing_behind(case, tok, tmp_path, run_cli, m
         f.write_bytes(bytes(blob))
         (tmp_path / "ok.jsonl.zst").unlink()
         needles = ["bad.jsonl.zst", "zst stream", "corrupt"]
+    elif case == "truncated zst":
+        write_jsonl_zst(tmp_path / "ok.jsonl.zst", docs)
+        f = tmp_path / "bad.jsonl.zst"
+        f.write_bytes((tmp_path / "ok.jsonl.zst").read_bytes()[:-9])
+        (tmp_path / "ok.jsonl.zst").unlink()
+        needles = ["bad.jsonl.zst", "zst stream", "truncated"]
     elif case == "corrupt bz2":
         f = tmp_path / "bad.txt.bz2"
         f.write_bytes(b"BZh9" + b"\x00" * 64)
