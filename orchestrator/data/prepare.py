@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import math
 import os
 import shutil
 import time
@@ -297,6 +298,6 @@ def parse_bytes(text: str, option: str) -> int:
         value = float(t) * mult
     except ValueError:
         raise BadInput(f"{option} {text!r} is not a size; give e.g. 1GB, 512MB or 2GiB") from None
-    if not value > 0:
-        raise BadInput(f"{option} {text!r} must be > 0")
+    if not (value > 0 and math.isfinite(value)):
+        raise BadInput(f"{option} {text!r} must be a finite size > 0 (e.g. 1GB)")
     return int(value)
