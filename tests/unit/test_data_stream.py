@@ -233,3 +233,13 @@ def test_large_plain_text_file_is_cut_into_documents(reference, tmp_path, monkey
     assert m["sources"][0]["documents"] == len(got) > 3
     assert all(len(d.encode()) < 4096 + 200 and d.endswith("\n") for d in got)  # line breaks
     assert sum(len(d) for d in got) == len(text)  # one pass, nothing lost or doubled
+
+
+def test_processes_fit_the_memory_setting_and_fill_the_cores():
+    from orchestrator.data.prepare import DRIVER_BYTES, WORKER_BYTES, plan_processes
+
+    assert plan_processes(1_000_000_000, 100, cores=16) == (5, 4)  # 300 MB + 5 x 120 MB <= 1 GB
+    assert DRIVER_BYTES + 5 * WORKER_BYTES <= 1_000_000_000 < DRIVER_BYTES + 6 * WORKER_BYTES
+    assert plan_processes(4_000_000_000, 100, cores=16) == (16, 1)
+    assert plan_processes(1_000_000_000, 1, cores=16) == (1, 16)  # one unit: all threads on it
+    assert plan_processes(1_000_000_000, 100, workers=1, cores=2) == (1, 2)
