@@ -171,7 +171,8 @@ def loader_rate(name: str) -> dict:
             pf.next()
         dt = time.perf_counter() - t
     tokens = (steps - 1) * per_rank * seq
-    return {"tokens_per_s": tokens / dt, "steps": steps - 1, "batch": f"{per_rank} x {seq}"}
+    return {"tokens_per_s": tokens / dt, "steps": steps - 1, "batch": f"{per_rank} x {seq}",
+            "dataset": f"`{name}` ({ds.n_tokens:,} tokens, {len(ds.shards)} shard(s))"}
 
 
 def main() -> None:
@@ -180,22 +181,27 @@ def main() -> None:
     ap.add_argument("--baseline-gb", type=float, default=0.1,
                     help="GB of each corpus that SentencePiece alone encodes (same text)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "data.md"))
+    ap.add_argument("--rows-from", help="render the rows a run printed (one JSON line per size) "
+                    "instead of measuring; the loader is then measured on the demo dataset")
     args = ap.parse_args()
     load0 = os.getloadavg()
     started = datetime.datetime.now(datetime.UTC)
     model = ensure_tokenizer()
     rows = []
-    for gb in [float(x) for x in args.sizes.split(",")]:
+    if args.rows_from:
+        rows = [json.loads(line) for line in open(args.rows_from) if line.startswith("{")]
+        loader = loader_rate("demo")
+    for gb in [] if args.rows_from else [float(x) for x in args.sizes.split(",")]:
         root, n_bytes = make_corpus(gb)
         base = baseline(root, args.baseline_gb * 1e9, model)
         run = run_prepare(root, "bench")
         m = run["manifest"]
-        rows.append({"gb": gb, "bytes": n_bytes, **run, "base": base,
+        rows.append({"gb": gb, "bytes": n_bytes, **run, "base": base, "at": time.time(),
                      "tokens": m["splits"]["train"]["n_tokens"],
                      "workers": m["workers"], "units": m["units"],
                      "load": os.getloadavg()[0]})
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "manifest"}, default=str),
-              flush=True)
+        rows[-1].pop("manifest")
+        print(json.dumps(rows[-1], default=str), flush=True)
         loader = loader_rate("bench")
         import shutil
 
@@ -240,7 +246,7 @@ def main() -> None:
         "",
         "## Loader",
         "",
-        f"Prefetcher over the last corpus's shards, batches of {loader['batch']} (one `1b` rank "
+        f"Prefetcher over the shards of {loader['dataset']}, batches of {loader['batch']} (one `1b` rank "
         f"micro-step), {loader['steps']} steps: **{loader['tokens_per_s'] / 1e6:.1f}M tokens/s**"
         f", {loader['tokens_per_s'] / GPU_TOKENS_PER_S:,.0f}x the {GPU_TOKENS_PER_S:,} tokens/s "
         f"a `1b` GPU consumes, so loading on the step's critical path would be "
