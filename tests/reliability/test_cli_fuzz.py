@@ -15,7 +15,8 @@ from tests.reliability._record import record
 
 # command path -> argv always added (keeps it offline and short)
 TARGETS: dict[tuple[str, ...], list[str]] = {
-    ("plan",): [], ("models",): [], ("data", "prepare"): [], ("data", "list"): [],
+    ("plan",): [], ("models",): [], ("data", "prepare"): [], ("data", "import"): [],
+    ("data", "list"): [],
     ("data", "show"): [], ("train",): ["--dry-run"], ("runs",): [], ("runs", "show"): [],
     ("report", "carbon"): [], ("report", "cost"): [], ("report", "run"): [],
     ("schedule", "simulate"): [], ("schedule", "add"): [], ("schedule", "list"): [],
@@ -29,7 +30,7 @@ VALUES = ["", "0", "-1", "1", "3", "2T", "500B", "1e13", "1e999", "-1e-9", "nan"
           "0.5", "1.5", "200", "99999999999999999999", "ü☃", "--", "'; DROP TABLE runs; --",
           "/nonexistent/file.yaml", "/dev/null", "."]
 stats = {"calls": 0, "exit0": 0, "exit2": 0}
-EXAMPLES = 6  # per command: 18 commands, about 110 calls (the CI budget)
+EXAMPLES = 6  # per command: 19 commands, about 115 calls (the CI budget)
 
 
 def _command(path: tuple[str, ...]):

@@ -54,21 +54,21 @@ def corpus(tmp_path_factory):
 def prepared(corpus, tmp_path_factory):
     home = Home(tmp_path_factory.mktemp("home"))
     specs = [f"prose={corpus['prose']}:3", f"code={corpus['code']}:1"]
-    m = data.prepare(specs, "small", home, vocab_size=400, val_fraction=0.1, seed=1, workers=2)
+    m = data.prepare(specs, "small", home, vocab_size=500, val_fraction=0.1, seed=1, workers=2)
     return home, m
 
 
 def test_manifest_and_batches(prepared, corpus):
     home, m = prepared
-    assert m["dtype"] == "uint16" and m["vocab_size"] == 400
+    assert m["dtype"] == "uint16" and m["vocab_size"] == 500
     assert [s["name"] for s in m["sources"]] == ["prose", "code"]
     assert m["sources"][0]["documents"] + m["sources"][0]["val_documents"] == 40
     assert (home.tokenizers / "small.model").is_file() and (home.tokenizers / "small.json").is_file()
     ds = data.open_dataset("small", home, verify=True)
-    assert ds.vocab_size == 400 and ds.n_tokens == m["splits"]["train"]["n_tokens"]
+    assert ds.vocab_size == 500 and ds.n_tokens == m["splits"]["train"]["n_tokens"]
     assert ds.num_sequences(64) == (ds.n_tokens - 1) // 64
     b = ds.get_batch([0, 3, ds.num_sequences(64) - 1], 64)
-    assert b.shape == (3, 65) and b.dtype == np.int64 and b.max() < 400 and b.min() >= 0
+    assert b.shape == (3, 65) and b.dtype == np.int64 and b.max() < 500 and b.min() >= 0
     # consecutive sequences overlap by one token: inputs [:, :-1], targets [:, 1:]
     two = ds.get_batch([0, 1], 64)
     assert two[0, -1] == two[1, 0]
@@ -159,7 +159,7 @@ def test_weights_are_honoured(corpus, tmp_path):
 def test_prepare_is_reproducible(prepared, corpus, tmp_path):
     _, m = prepared
     again = data.prepare([f"prose={corpus['prose']}:3", f"code={corpus['code']}:1"], "small",
-                         Home(tmp_path / "h"), vocab_size=400, val_fraction=0.1, seed=1, workers=1)
+                         Home(tmp_path / "h"), vocab_size=500, val_fraction=0.1, seed=1, workers=1)
     assert again["tokenizer"]["id"] == m["tokenizer"]["id"]
     assert [s["sha256"] for s in again["splits"]["train"]["shards"]] == \
         [s["sha256"] for s in m["splits"]["train"]["shards"]]
