@@ -19,7 +19,7 @@ from orchestrator.run import checkpoint as ckpt
 from orchestrator.store import Store
 from orchestrator.store.home import Home
 from tests.reliability.conftest import events
-from tests.test_train import _losses
+from tests.e2e.test_train import _losses
 
 
 @pytest.mark.slow
