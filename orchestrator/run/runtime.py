@@ -34,6 +34,7 @@ def connect(home: Home, address: str | None, *, dashboard: bool = True) -> RayHa
     (dashboard on 127.0.0.1, token authentication on)."""
     import ray
 
+    _ray_messages_to_stderr()
     if ray.is_initialized():
         ctx = ray.get_runtime_context()
         return RayHandle(ctx.gcs_address, None, False)
@@ -66,6 +67,23 @@ def connect(home: Home, address: str | None, *, dashboard: bool = True) -> RayHa
     url = getattr(info, "dashboard_url", None)
     return RayHandle("local", f"http://{url}" if url and "://" not in url else url, True,
                      str(token))
+
+
+def _ray_messages_to_stderr() -> None:
+    """Ray 2.60 prints the raylet's warnings to the driver's stdout ("(raylet) WARNING: 8
+    PYTHON worker processes have been started ..."); `--json` promises one JSON document
+    there and nothing else, so they go to stderr, where warnings belong."""
+    from ray._private import worker
+
+    if getattr(worker.print_to_stdstream, "_tally", False):
+        return
+    original = worker.print_to_stdstream
+
+    def to_stderr(data, ignore_prefix: bool):  # noqa: ANN001
+        return original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr._tally = True
+    worker.print_to_stdstream = to_stderr
 
 
 def cluster_capacity() -> dict:

@@ -104,7 +104,11 @@ def test_33b_exits_2_with_what_it_needs_and_dry_run_prints_the_plan(tcli):
     assert res.code == 0, res.stderr
     plan = res.json()
     assert plan["dry_run"] is True and plan["launch"]["preset"] == "33b"
-    assert plan["launch"]["batch_tokens"] == 4 * 2**20 // 2048 * 2048
+    # shown on the GPU cluster its pre-flight says it needs: the batch rounded to its workers
+    launch = plan["launch"]
+    assert launch["device"] == "cuda" and launch["workers"] >= 8
+    assert launch["global_batch_sequences"] % launch["workers"] == 0
+    assert abs(launch["batch_tokens"] - 4 * 2**20) <= launch["workers"] * 2048
 
 
 def test_two_workers_on_one_node_are_metered_once(tcli, train_home, reference_run):
