@@ -216,6 +216,9 @@ def plan_cmd(
     gpu_power: Annotated[Optional[float], _opt("GPU board power in W; default the GPU's TDP (400 W A100, as LLaMA).", "--gpu-power")] = None,
     seq_len: Annotated[int, _opt("Sequence length for the memory plan.", "--seq-len")] = 2048,
     micro_batch: Annotated[int, _opt("Sequences per GPU per step for the memory plan.", "--micro-batch")] = 1,
+    memory_margin: Annotated[Optional[float], _opt("Share of each GPU's memory kept free (CUDA context, allocator slack, NCCL buffers); default 0.10.", "--memory-margin")] = None,
+    train_dtype: Annotated[Optional[str], _opt("Training precision: bf16 or fp8 (the GPU's dense peak in that type); default bf16.", "--train-dtype")] = None,
+    inference_dtype: Annotated[Optional[str], _opt("Serving precision: bf16, fp8 or int8 (the serving GPU's dense peak in that type); default bf16.", "--inference-dtype")] = None,
     no_presets: Annotated[bool, _opt("Leave the LLaMA presets out of the comparison.", "--no-presets")] = False,
     regions: Annotated[Optional[str], _opt("Rank where to train: candidate regions (gcp:europe-west9,gcp:us-central1,FRA,us:iowa) or all, by tCO2eq then $.", "--regions")] = None,
     region_prices: Annotated[Optional[str], _opt("$ per GPU-hour by region for --regions (gcp:us-central1=2.1,FRA=3.0); others take the training price.", "--region-prices")] = None,
@@ -233,7 +236,8 @@ def plan_cmd(
         decode_mfu=decode_mfu, price=price, inference_price=inference_price, pue=pue,
         region=region, intensity=intensity, gpu_power_w=gpu_power, seq_len=seq_len,
         micro_batch=micro_batch, presets=not no_presets, regions=regions,
-        region_prices=region_prices, regions_for=regions_for)
+        region_prices=region_prices, regions_for=regions_for, memory_margin=memory_margin,
+        train_dtype=train_dtype, inference_dtype=inference_dtype)
     emit(ctx, plan, lambda c: render_plan(c, plan), json_)
 
 
@@ -291,7 +295,8 @@ def render_plan(c: Console, plan: dict) -> None:
     c.print(f"Memory for {m['for']} ({_si(m['params'])} params; dim {sh['dim']}, {sh['n_layers']} "
             f"layers, {sh['n_heads']} heads, {sh['source']}), FSDP full sharding, bf16, seq "
             f"{m['seq_len']} x micro-batch {m['micro_batch']}, {m['gpu']} "
-            f"({m['device_memory_bytes'] / 1e9:.0f} GB, {m['headroom']:.0%} usable):")
+            f"({m['device_memory_bytes'] / 1e9:.0f} GB less a {m['margin']:.0%} margin = "
+            f"{m['usable_bytes_per_device'] / 1e9:.1f} GB usable; --memory-margin):")
     for key, name in (("with_checkpointing", "with activation checkpointing"),
                       ("without_checkpointing", "without")):
         r = m[key]
@@ -300,9 +305,12 @@ def render_plan(c: Console, plan: dict) -> None:
             if r["min_gpus"] is None else \
             f"needs at least {r['min_gpus']} GPUs ({r['min_nodes']} node" \
             f"{'s' if r['min_nodes'] > 1 else ''} of 8)"
+        terms = ", ".join(f"{t} {r[k] / 1e9:.2f}" for t, k in (
+            ("parameters", "params_bytes"), ("gradients", "grads_bytes"),
+            ("optimiser", "optimizer_bytes"), ("unsharded units", "unsharded_bytes"),
+            ("activations", "activations_bytes")))
         c.print(f"  {name}: {r['total_bytes_per_device'] / 1e9:.1f} GB per GPU on "
-                f"{r['world_size']} GPUs (activations {r['activations_bytes'] / 1e9:.1f} GB); "
-                f"{need}")
+                f"{r['world_size']} GPUs at its peak ({r['peak_phase']}: {terms} GB); {need}")
     if plan.get("fit_interval") is not None:
         render_fit_interval(c, plan["fit_interval"], fit["name"])
     if plan.get("regions"):
