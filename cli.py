@@ -201,7 +201,7 @@ def plan_cmd(
     fit: Annotated[str, _opt("Loss law: chinchilla, epoch, a stored fit's name, or E=..,A=..,B=..,alpha=..,beta=..", "--fit")] = "chinchilla",
     model: Annotated[Optional[str], _opt("Evaluate mode: a preset (65b) or a parameter count (6.7B).", "--model")] = None,
     train_tokens: Annotated[Optional[str], _opt("Evaluate mode: training tokens (1.4T); default the preset's.", "--train-tokens")] = None,
-    gpu: Annotated[Optional[str], _opt("Training GPU (a100-40gb, a100-80gb, h100, h200, ...); default a100-80gb.", "--gpu")] = None,
+    gpu: Annotated[Optional[str], _opt("Training GPU (a100-40gb, a100-80gb, h100, h200, ...) or cpu (this machine: a matmul probe and codecarbon's CPU power); default a100-80gb.", "--gpu")] = None,
     gpus: Annotated[Optional[str], _opt("GPUs training in parallel (for days); default 2048.", "--gpus")] = None,
     mfu: Annotated[Optional[float], _opt("Training MFU, 0-1; default 0.48 (LLaMA-65B).", "--mfu")] = None,
     throughput: Annotated[Optional[float], _opt("Evaluate mode: measured training tokens/s per GPU, instead of --mfu.", "--throughput")] = None,
@@ -226,9 +226,9 @@ def plan_cmd(
 ):
     """Size a model for a target loss and a serving demand (or cost a given one): params, tokens,
     FLOPs, GPU-hours, days, $, MWh, tCO2eq, and memory per GPU. Stores the plan with an id."""
-    from planners.plan import plan_and_store
+    from orchestrator.local_device import plan_here
 
-    plan = plan_and_store(
+    plan = plan_here(
         store_of(ctx), target=target_perf, inference_budget=inference_budget, requests=requests,
         prompt_tokens=prompt_tokens, output_tokens=output_tokens, prompt_share=prompt_share,
         fit=fit, model=model, train_tokens=train_tokens, gpu=gpu, gpus=gpus, mfu=mfu,
@@ -293,7 +293,8 @@ def render_plan(c: Console, plan: dict) -> None:
     m = plan["memory"]
     sh = m["shape"]
     c.print(f"Memory for {m['for']} ({_si(m['params'])} params; dim {sh['dim']}, {sh['n_layers']} "
-            f"layers, {sh['n_heads']} heads, {sh['source']}), FSDP full sharding, bf16, seq "
+            f"layers, {sh['n_heads']} heads, {sh['source']}), FSDP full sharding, "
+            f"{'bf16 mixed precision' if m['mixed_precision'] == 'bf16' else 'fp32'}, seq "
             f"{m['seq_len']} x micro-batch {m['micro_batch']}, {m['gpu']} "
             f"({m['device_memory_bytes'] / 1e9:.0f} GB less a {m['margin']:.0%} margin = "
             f"{m['usable_bytes_per_device'] / 1e9:.1f} GB usable; --memory-margin):")

@@ -23,6 +23,9 @@ class GPU:
     price_usd_per_hour: float
     label: str
     peak_flops_8bit: dict = field(default_factory=dict)  # {"fp8": ..., "int8": ...} dense
+    compute_dtype: str = "bf16"  # what `peak_flops` is the peak of (a CPU: fp32)
+    power_note: str = ""  # where tdp_w comes from, when not a data sheet
+    peak_note: str = ""  # where peak_flops comes from, when not a data sheet
 
     @property
     def memory_bytes(self) -> float:
@@ -31,11 +34,15 @@ class GPU:
     def peak(self, dtype: str, what: str = "--inference-dtype") -> float:
         """Dense peak FLOP/s (or OP/s for int8) in `dtype`; BadInput if the GPU has no such unit."""
         key = str(dtype).strip().lower()
+        if key == self.compute_dtype:
+            return self.peak_flops
         if key not in DTYPES:
             raise BadInput(f"{what} {dtype!r} is not a number format tally prices; use one of "
                            f"{', '.join(DTYPES)}")
-        if key == "bf16":
+        if key == "bf16" and self.compute_dtype == "bf16":
             return self.peak_flops
+        if self.compute_dtype != "bf16":
+            raise BadInput(f"{what} {key}: {self.label} is priced in {self.compute_dtype} only")
         if key not in self.peak_flops_8bit:
             raise BadInput(f"{what} {key}: {self.label} has no {key.upper()} tensor cores; "
                            f"it supports {', '.join(['bf16', *self.peak_flops_8bit])}")
@@ -59,8 +66,15 @@ _ALIASES = {"a100": "a100-80gb", "h100-sxm": "h100", "h100-80gb": "h100", "h200-
 LLAMA_GPU = "a100-80gb"
 
 
-def get_gpu(name: str) -> GPU:
+def get_gpu(name: "str | GPU") -> GPU:
+    """A catalogue GPU by name, or a device already resolved (this machine's CPU)."""
+    if isinstance(name, GPU):
+        return name
     key = _ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
+    if key == "cpu":
+        raise BadInput("--gpu cpu is this machine's CPU, priced from a matmul probe: `cli.py plan` "
+                       "resolves it (orchestrator/local_device.py)")
     if key not in GPUS:
-        raise BadInput(f"unknown GPU {name!r}; known GPUs: {', '.join(GPUS)}")
+        raise BadInput(f"unknown GPU {name!r}; known GPUs: {', '.join(GPUS)}, cpu (this "
+                       "machine's CPU, priced from a matmul probe)")
     return GPUS[key]

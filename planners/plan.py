@@ -33,6 +33,7 @@ PREFILL_MFU = 0.48  # assumed: prefill is large matmuls, compute-bound like trai
 DECODE_MFU = 0.05  # assumed: decoding is memory-bound, far below training (Sardana & Frankle §4)
 PROMPT_SHARE = 0.5
 LLAMA_GPUS = 2048
+CPU_MFU = 0.5  # tally's own CPU runs: 53-54% (tiny), 60-71% (small) of the probe (bench/results/train.md)
 SEQ_LEN, MICRO_BATCH = 2048, 1
 
 
@@ -206,6 +207,8 @@ def _mfu(value: float | None, default: float, flag: str, why: str) -> tuple[floa
 
 
 def _price(value: float | None, gpu: GPU, flag: str) -> tuple[float, dict]:
+    if value is None and gpu.name == "cpu":
+        return 0.0, _assumed(0.0, f"this machine, no hourly price; give {flag}")
     if value is None:
         return gpu.price_usd_per_hour, _assumed(
             gpu.price_usd_per_hour, f"on-demand {gpu.name} price of the inference-aware paper's "
@@ -248,26 +251,30 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
     a.update(a_demand)
 
     g = get_gpu(gpu or "a100-80gb")
-    a["gpu"] = _given(g.name, "--gpu") if gpu else _assumed(g.name, "LLaMA convention (A100-80GB)")
-    n_gpus = parse_int_count(gpus, "--gpus") if gpus is not None else LLAMA_GPUS
+    on_cpu = g.name == "cpu"
+    a["gpu"] = {"value": g.name, "source": f"given (--gpu): {g.label}"} if gpu else \
+        _assumed(g.name, "LLaMA convention (A100-80GB)")
+    n_gpus = parse_int_count(gpus, "--gpus") if gpus is not None else (1 if on_cpu else LLAMA_GPUS)
     a["gpus"] = _given(n_gpus, "--gpus") if gpus is not None else _assumed(
-        n_gpus, "LLaMA convention (2048 GPUs)")
+        n_gpus, "this machine" if on_cpu else "LLaMA convention (2048 GPUs)")
     if gpu_power_w is None:
         power = g.tdp_w
-        a["gpu_power_w"] = _assumed(power, "LLaMA convention (400 W A100)" if power == 400
-                                    else f"{g.label} TDP")
+        a["gpu_power_w"] = _assumed(power, g.power_note or (
+            "LLaMA convention (400 W A100)" if power == 400 else f"{g.label} TDP"))
     else:
         if not gpu_power_w > 0:
             raise BadInput(f"--gpu-power must be > 0 W, got {gpu_power_w}")
         power = float(gpu_power_w)
         a["gpu_power_w"] = _given(power, "--gpu-power")
-    t_dtype = (train_dtype or "bf16").strip().lower()
-    if t_dtype not in ("bf16", "fp8"):
+    t_dtype = (train_dtype or g.compute_dtype).strip().lower()
+    if t_dtype not in ("bf16", "fp8", g.compute_dtype):
         raise BadInput(f"--train-dtype {train_dtype!r}: use bf16 or fp8")
     train_peak = g.peak(t_dtype, "--train-dtype")
     a["train_dtype"] = _given(t_dtype, "--train-dtype") if train_dtype else _assumed(
-        t_dtype, "bf16 mixed precision, as tally trains")
-    a["peak_flops"] = {"value": train_peak, "source": f"{g.label} dense {t_dtype} data sheet"}
+        t_dtype, "fp32, as tally trains on CPU" if on_cpu else
+        "bf16 mixed precision, as tally trains on GPUs")
+    a["peak_flops"] = {"value": train_peak, "source": g.peak_note if t_dtype == g.compute_dtype
+                       and g.peak_note else f"{g.label} dense {t_dtype} data sheet"}
     if mfu is not None and throughput is not None:
         raise BadInput("give --mfu or --throughput, not both")
     if throughput is not None:
@@ -277,8 +284,10 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
         if not (throughput > 0 and math.isfinite(throughput)):
             raise BadInput(f"--throughput must be > 0 tokens/s/GPU, got {throughput}")
         a["throughput_tokens_per_s_per_gpu"] = _given(throughput, "--throughput")
-    train_mfu, a["train_mfu"] = _mfu(mfu, LLAMA_MFU, "--mfu", "LLaMA-65B on A100 (380 tokens/s/GPU"
-                                                              " = 48% of peak at 6·N per token)")
+    train_mfu, a["train_mfu"] = _mfu(mfu, CPU_MFU, "--mfu", "tally's CPU runs reach 53-71% of "
+                                     "the matmul probe (bench/results/train.md)") if on_cpu else \
+        _mfu(mfu, LLAMA_MFU, "--mfu", "LLaMA-65B on A100 (380 tokens/s/GPU = 48% of peak at 6·N "
+             "per token)")
     price_t, a["price_usd_per_gpu_hour"] = _price(price, g, "--price")
 
     gi = get_gpu(inference_gpu) if inference_gpu else g
@@ -287,12 +296,12 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
     inf_power = power if gi is g else gi.tdp_w
     a["inference_gpu_power_w"] = {"value": inf_power, "source": a["gpu_power_w"]["source"]
                                   if gi is g else f"assumed: {gi.label} TDP"}
-    i_dtype = (inference_dtype or "bf16").strip().lower()
+    i_dtype = (inference_dtype or gi.compute_dtype).strip().lower()
     inference_peak = gi.peak(i_dtype, "--inference-dtype")
     a["inference_dtype"] = _given(i_dtype, "--inference-dtype") if inference_dtype else \
         _assumed(i_dtype, "serving in the training precision")
-    a["inference_peak_flops"] = {"value": inference_peak,
-                                 "source": f"{gi.label} dense {i_dtype} data sheet"}
+    a["inference_peak_flops"] = {"value": inference_peak, "source": gi.peak_note if (
+        i_dtype == gi.compute_dtype and gi.peak_note) else f"{gi.label} dense {i_dtype} data sheet"}
     pf_mfu, a["prefill_mfu"] = _mfu(prefill_mfu, PREFILL_MFU, "--prefill-mfu",
                                     "prefill is compute-bound like training")
     dc_mfu, a["decode_mfu"] = _mfu(decode_mfu, DECODE_MFU, "--decode-mfu",
@@ -355,17 +364,21 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
 
     chin = sizing.chinchilla_point(law, loss)
     inf = sizing.inference_optimal(law, loss, P + O)
-    cost = sizing.cost_optimal(law, loss, **s.rates)
     options += [option("chinchilla", chin.params, chin.tokens, s),
-                option("inference-optimal", inf.params, inf.tokens, s),
-                option("cost-optimal", cost.params, cost.tokens, s)]
+                option("inference-optimal", inf.params, inf.tokens, s)]
+    cost = None
+    if s.price > 0:  # no price (this machine's CPU): no dollars to minimise
+        cost = sizing.cost_optimal(law, loss, **s.rates)
+        options.append(option("cost-optimal", cost.params, cost.tokens, s))
     if presets:
         options += [option(q.name, q.params, q.train_tokens, s) for q in PRESETS.values() if q.llama]
     base = next(o for o in options if o["label"] == "chinchilla")
     for o in options:
         o["savings_vs_chinchilla"] = _savings(o, base)
     if mode == "optimise":
-        memory_for = ("cost-optimal", cost.params, llama_shape(cost.params), None)
+        best = cost or inf
+        memory_for = ("cost-optimal" if cost else "inference-optimal", best.params,
+                      llama_shape(best.params), None)
     extra: dict[str, Any] = {}
     if regions is not None:
         extra["regions_for"], extra["regions"] = where_to_train(
@@ -481,13 +494,16 @@ def memory_plan(label: str, n: float, shape: ModelArgs, preset: str | None, *, g
                   "assumed: LLaMA-like shape (head dim 128, width about 128 per layer)"},
         "gpu": gpu.name, "device_memory_bytes": gpu.memory_bytes, "margin": margin,
         "usable_bytes_per_device": usable_bytes(gpu.memory_bytes, margin),
-        "seq_len": seq_len, "micro_batch": micro_batch, "mixed_precision": "bf16",
+        "seq_len": seq_len, "micro_batch": micro_batch,
+        "mixed_precision": "bf16" if gpu.compute_dtype == "bf16" else "none (fp32)",
     }
     for key, ac in (("with_checkpointing", True), ("without_checkpointing", False)):
+        mixed = gpu.compute_dtype == "bf16"
         m = plan_memory(shape, seq_len=seq_len, micro_batch=micro_batch, world_size=gpus,
-                        activation_checkpointing=ac)
+                        activation_checkpointing=ac, mixed_precision=mixed)
         need = min_devices(shape, device_memory_bytes=gpu.memory_bytes, seq_len=seq_len,
-                           micro_batch=micro_batch, activation_checkpointing=ac, margin=margin)
+                           micro_batch=micro_batch, activation_checkpointing=ac, margin=margin,
+                           mixed_precision=mixed)
         m["fits_on_gpus"] = m["total_bytes_per_device"] <= usable_bytes(gpu.memory_bytes, margin)
         m["min_gpus"] = None if need == NEVER_FITS else need
         m["min_nodes"] = None if need == NEVER_FITS else nodes_for(need)
@@ -498,8 +514,8 @@ def memory_plan(label: str, n: float, shape: ModelArgs, preset: str | None, *, g
 def plan_and_store(store, **kwargs: Any) -> dict:  # noqa: ANN001 (orchestrator.store.Store)
     """make_plan(...), stored with its inputs; the plan gets the store's id under "id"."""
     plan = make_plan(store=store, **kwargs)
-    inputs = {k: v for k, v in kwargs.items() if v is not None and k != "fit_details"
-              and not isinstance(v, LossLaw)}
+    inputs = {k: (v.name if isinstance(v, GPU) else v) for k, v in kwargs.items()
+              if v is not None and k != "fit_details" and not isinstance(v, LossLaw)}
     plan = {"id": store.add_plan(inputs, plan), **plan}
     return plan
 
