@@ -1019,10 +1019,11 @@ def fit_cmd(
     show: Annotated[bool, typer.Option("--show", help="Show the stored fit NAME; fit nothing.")] = False,
     plot: Annotated[Optional[str], typer.Option(help="Also write a PNG of the IsoFLOP curves and the fit.")] = None,
     holdout: Annotated[Optional[str], typer.Option(help="Run ids to leave out of the fit and predict (comma-separated).")] = None,
+    points: Annotated[Optional[str], typer.Option(help="Fit runs trained elsewhere: a CSV with columns params,tokens,loss (optional name) instead of this store's runs.")] = None,
     json_: JsonOpt = False,
 ):
     """Fit L(N,D) = E + A/N^alpha + B/D^beta to runs' validation losses (Chinchilla's method)."""
-    from orchestrator.fits import fit_runs, load_fit
+    from orchestrator.fits import fit_csv, fit_runs, load_fit
 
     store = store_of(ctx)
     if show:
@@ -1030,8 +1031,14 @@ def fit_cmd(
     else:
         run_ids = [r.strip() for r in runs.split(",") if r.strip()] if runs is not None else None
         held = [r.strip() for r in holdout.split(",") if r.strip()] if holdout else None
-        rec = fit_runs(store, name, run_ids=run_ids, sweep_id=sweep, bootstrap=bootstrap,
-                       level=level, holdout=held)
+        if points is not None:
+            if runs is not None or sweep is not None:
+                raise BadInput("give --points (a CSV of runs trained elsewhere) or --runs/--sweep "
+                               "(this store's runs), not both")
+            rec = fit_csv(store, name, points, bootstrap=bootstrap, level=level, holdout=held)
+        else:
+            rec = fit_runs(store, name, run_ids=run_ids, sweep_id=sweep, bootstrap=bootstrap,
+                           level=level, holdout=held)
     if plot:
         from reports.scaling_plot import plot_fit
 

@@ -11,7 +11,7 @@ def test_plan_on_this_cpu(home, run_cli):
 
     r = run_cli("plan", "--model", "tiny", "--train-tokens", "40960", "--gpu", "cpu",
                 "--no-presets", "--json")
-    assert r.code == 0, r.err
+    assert r.code == 0, r.stderr
     plan = r.json()
     a = plan["assumptions"]
     assert a["gpu"]["value"] == "cpu" and "this machine" in a["gpu"]["source"]
