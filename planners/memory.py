@@ -64,7 +64,8 @@ GPUS_PER_NODE = 8
 NEVER_FITS = sys.maxsize  # min_devices() when no number of GPUs can hold the unsharded part
 MEMORY_MARGIN = 0.10  # of each GPU's memory: CUDA context, allocator slack, NCCL buffers
 STATE_BYTES_PER_PARAM = {"params": 4, "grads": 4, "optimizer": 8}
-ADAM_STEP_TEMPORARIES = 4  # fp32 copies of the largest shard alive in a per-parameter AdamW update
+ADAM_STEP_TEMPORARIES = 4  # fp32 copies of the largest shard in a per-parameter AdamW update,
+# as the tracker counts them (foreach=False)
 LSE_BYTES_PER_HEAD = 4  # attention's log-sum-exp, fp32 per head and token
 LOSS_BYTES_PER_ROW = 32  # per chunk row: targets (int64), mask, log-sum-exp, target logit, scale
 TERMS = ("params_bytes", "grads_bytes", "optimizer_bytes", "unsharded_bytes", "activations_bytes")
@@ -125,7 +126,8 @@ def loss_peak_bytes(a: ModelArgs, tokens: int, mixed_precision: bool = True) -> 
     for h it writes during the forward. Per chunk of r rows: the fp32 logits turned in place into
     the gradient, its compute-dtype copy; and the fp32 output-weight gradient it accumulates
     (V·d), with, in bf16, the chunk's bf16 product and its fp32 cast (V·d each). The peak is that
-    last moment, or the start of a second chunk while the previous chunk's tensors are still bound."""
+    last moment, or the start of a second chunk while the previous chunk's tensors are still
+    bound."""
     d, v = a.dim, a.vocab_size
     r = min(loss_chunk_rows(v), tokens)
     r2 = min(r, tokens - r)
@@ -136,12 +138,6 @@ def loss_peak_bytes(a: ModelArgs, tokens: int, mixed_precision: bool = True) -> 
         per_token = 4 * d + 4 + 4 * d + 4 * d + 4 * d
         chunk = 4 * (r + r2) * v + 4 * v * d
     return float(per_token * tokens + chunk + LOSS_BYTES_PER_ROW * r)
-
-
-def head_bytes_per_token(a: ModelArgs, mixed_precision: bool = True) -> float:
-    """The loss's bytes per token when the sequence is long (its per-chunk part averaged)."""
-    t = 1 << 20
-    return loss_peak_bytes(a, t, mixed_precision) / t
 
 
 def plan_memory(args: ModelArgs, *, seq_len: int, micro_batch: int, world_size: int,

@@ -33,7 +33,7 @@ PREFILL_MFU = 0.48  # assumed: prefill is large matmuls, compute-bound like trai
 DECODE_MFU = 0.05  # assumed: decoding is memory-bound, far below training (Sardana & Frankle §4)
 PROMPT_SHARE = 0.5
 LLAMA_GPUS = 2048
-CPU_MFU = 0.5  # tally's own CPU runs: 53-54% (tiny), 60-71% (small) of the probe (bench/results/train.md)
+CPU_MFU = 0.5  # tally's CPU runs: 53-54% (tiny), 60-71% (small) of the probe (bench/results/train.md)
 SEQ_LEN, MICRO_BATCH = 2048, 1
 
 
