@@ -8,7 +8,8 @@ activation checkpointing, over a grid of micro-batches and world sizes, and writ
 bench/results/memory_tracker.json and .md (plan / tracker for each). Fake tensors allocate
 nothing, so the cost is the number of operations: about a second per block per configuration.
 
-    python bench/bench_memory_tracker.py [--presets tiny,small] [--quick]
+    python bench/bench_memory_tracker.py [--presets tiny,small]
+    python bench/bench_memory_tracker.py --replan   # the recorded tracker peaks, today's plan
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="tiny,small,1b,7b,65b,13b,33b")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "memory_tracker"))
+    ap.add_argument("--replan", action="store_true",
+                    help="recompute the plan for the tracker peaks already recorded in --out")
     args = ap.parse_args()
+    if args.replan:
+        replan(args.out)
+        return
     rows = []
     load_before = os.getloadavg()[0]
     for name in args.presets.split(","):
@@ -61,12 +67,26 @@ def main() -> None:
                 write(args.out, rows, load_before)
 
 
-def write(out: str, rows: list[dict], load_before: float) -> None:
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0],
-            "note": "shared 2-core machine: other sessions' tests ran at the same time; the "
-                    "figures are bytes, which do not depend on load"}
+def replan(out: str) -> None:
+    doc = json.loads(Path(out + ".json").read_text())
+    for r in doc["rows"]:
+        p = get_preset(r["preset"])
+        a = replace(p.args, max_seq_len=max(p.args.max_seq_len, r["seq_len"]))
+        m = plan_memory(a, seq_len=r["seq_len"], micro_batch=r["micro_batch"],
+                        world_size=r["world"], activation_checkpointing=r["checkpointing"])
+        r.update(plan_bytes=m["total_bytes_per_device"], peak_phase=m["peak_phase"],
+                 ratio=m["total_bytes_per_device"] / r["tracker_bytes"])
+    meta = {**doc["machine"], "replanned": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write(out, doc["rows"], meta["load_1min_before"], meta)
+
+
+def write(out: str, rows: list[dict], load_before: float, meta: dict | None = None) -> None:
+    meta = meta or {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0],
+        "note": "shared 2-core machine: other sessions' tests ran at the same time; the figures "
+                "are bytes, which do not depend on load"}
     Path(out + ".json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=1))
     ratios = [r["ratio"] for r in rows]
     lines = ["# Memory plan vs PyTorch's FSDP2 memory tracker (full presets)", "",
@@ -76,7 +96,9 @@ def write(out: str, rows: list[dict], load_before: float) -> None:
              "`python bench/bench_memory_tracker.py`: the tracker as in "
              "tests/unit/test_memory_tracker.py (fake tensors, fake process group, the trainer's "
              "FSDP2 wrapping, bf16 params / fp32 reduce, AdamW foreach=False, two steps); the "
-             "plan is planners/memory.py without its margin.", "",
+             "plan is planners/memory.py without its margin"
+             + (f" (recomputed {meta['replanned']} for the recorded tracker peaks)"
+                if meta.get("replanned") else "") + ".", "",
              f"{len(rows)} configurations: plan / tracker from {min(ratios):.3f} to "
              f"{max(ratios):.3f} (band: 1.00-1.15).", "",
              "| preset | ckpt | world | micro-batch | seq | tracker GB | plan GB | plan/tracker "

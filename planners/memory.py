@@ -177,8 +177,8 @@ def plan_memory(args: ModelArgs, *, seq_len: int, micro_batch: int, world_size: 
         phases[f"backward (block {i})"] = dict(
             grads_bytes=accum + 4.0 * s_blk * (L - 1 - i), optimizer_bytes=moments,
             unsharded_bytes=c * (p_root + p_blk) + ag + rs_prev + c * vd,  # + output-weight grad
-            # + the gradients flowing through block i: into it (d) and inside SwiGLU (2f)
-            activations_bytes=kept(i) + c * (args.dim + 2 * args.ffn_hidden) * tokens)
+            # + the gradients flowing through block i: into it (d) and inside SwiGLU (3f)
+            activations_bytes=kept(i) + c * (args.dim + 3 * args.ffn_hidden) * tokens)
     phases["backward (root)"] = dict(
         grads_bytes=4.0 * s_blk * L, optimizer_bytes=moments,
         unsharded_bytes=2 * c * p_root + 4 * g_root + 4 * g_blk, activations_bytes=0.0)
