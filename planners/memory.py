@@ -15,13 +15,15 @@ moments of a step, each the sum of five named terms:
                temporaries of the per-parameter update (4 copies of the largest shard in fp32)
   unsharded    what FSDP gathers: the root unit (kept gathered from its forward to the end of
   units        backward), the block in use, the all-gather buffer of the last/prefetched block,
-               the fp32 reduce-scatter input of the previous block, the root's unsharded
-               gradients before its reduce-scatter
+               the fp32 reduce-scatter input of the previous block, the unsharded
+               gradients of the block being differentiated and of the root before their
+               reduce-scatter
   activations  what autograd keeps (below), the loss's chunk temporaries, the gradient flowing
                through the block being differentiated
 
 The moments: the end of the forward (inside the loss: every activation plus the chunked
-cross-entropy's peak), the backward of the top block, of the lowest blocks, the root's
+cross-entropy's peak), the backward of the top block and of the lowest blocks (at their start,
+and once their feed-forward's weight gradients exist), the root's
 post-backward (all sharded gradients plus the root's unsharded gradients and reduce-scatter
 input), and the optimiser step (parameters + gradients + moments + update temporaries).
 Sharded sizes are exact: FSDP2 pads each parameter's first dimension to a multiple of W, so one
@@ -179,6 +181,12 @@ def plan_memory(args: ModelArgs, *, seq_len: int, micro_batch: int, world_size: 
             unsharded_bytes=c * (p_root + p_blk) + ag + rs_prev + c * vd,  # + output-weight grad
             # + the gradients flowing through block i: into it (d) and inside SwiGLU (3f)
             activations_bytes=kept(i) + c * (args.dim + 3 * args.ffn_hidden) * tokens)
+        # later in the same block: its feed-forward is differentiated, so the SwiGLU activations
+        # (4f per token) are freed and w1, w2, w3's unsharded gradients (3·d·f) exist
+        ffn = dict(phases[f"backward (block {i})"])
+        ffn["unsharded_bytes"] += c * 3 * args.dim * args.ffn_hidden
+        ffn["activations_bytes"] -= c * 4 * args.ffn_hidden * tokens
+        phases[f"backward (block {i}, after its feed-forward)"] = ffn
     phases["backward (root)"] = dict(
         grads_bytes=4.0 * s_blk * L, optimizer_bytes=moments,
         unsharded_bytes=2 * c * p_root + 4 * g_root + 4 * g_blk, activations_bytes=0.0)

@@ -81,6 +81,7 @@ CASES = [
     ("1b", 3, 8, 2048, 1, True),  # checkpointing: the root's post-backward
     ("7b", 2, 64, 2048, 4, True),  # checkpointing: the lowest block's recompute and backward
     ("65b", 2, 8, 512, 1, False),  # wide blocks: the lowest block's backward
+    ("65b", 3, 256, 2048, 2, True),  # a block's backward once its feed-forward's grads exist
     ("13b", 2, 1, 512, 2, False),  # one GPU: the optimiser step
 ]
 
