@@ -182,10 +182,12 @@ def plan_memory(args: ModelArgs, *, seq_len: int, micro_batch: int, world_size: 
             # + the gradients flowing through block i: into it (d) and inside SwiGLU (3f)
             activations_bytes=kept(i) + c * (args.dim + 3 * args.ffn_hidden) * tokens)
         # later in the same block: its feed-forward is differentiated, so the SwiGLU activations
-        # (4f per token) are freed and w1, w2, w3's unsharded gradients (3·d·f) exist
+        # (4f per token) are freed, w1, w2, w3's unsharded gradients (3·d·f) exist, and the
+        # attention's backward forms dq, dk, dv and the output's gradient (2h + 2kv per token)
         ffn = dict(phases[f"backward (block {i})"])
         ffn["unsharded_bytes"] += c * 3 * args.dim * args.ffn_hidden
-        ffn["activations_bytes"] -= c * 4 * args.ffn_hidden * tokens
+        ffn["activations_bytes"] += c * (2 * args.dim + 2 * kv_dim(args)
+                                         - 4 * args.ffn_hidden) * tokens
         phases[f"backward (block {i}, after its feed-forward)"] = ffn
     phases["backward (root)"] = dict(
         grads_bytes=4.0 * s_blk * L, optimizer_bytes=moments,
