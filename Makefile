@@ -17,7 +17,10 @@ $(VENV)/.installed: requirements.txt constraints.txt
 demo: setup
 	$(BIN)/python cli.py data prepare --demo
 	$(BIN)/python cli.py plan --target-perf 13b --inference-budget 2T
-	$(BIN)/python cli.py train tiny --workers 2 --max-steps 200
+	# the loop on this machine: plan the demo run on its CPU, train it from that plan, compare
+	$(BIN)/python cli.py plan --model tiny --train-tokens 409600 --gpu cpu --no-presets --json \
+		| $(BIN)/python -c "import json, sys; print(json.load(sys.stdin)['id'])" > $(TALLY_HOME)/demo-plan
+	$(BIN)/python cli.py train tiny --workers 2 --max-steps 200 --plan $$(cat $(TALLY_HOME)/demo-plan)
 	$(BIN)/python cli.py runs
 	$(BIN)/python cli.py report carbon
 

@@ -212,7 +212,7 @@ def plan_cmd(
     fit: Annotated[str, _opt("Loss law: chinchilla, epoch, a stored fit's name, or E=..,A=..,B=..,alpha=..,beta=..", "--fit")] = "chinchilla",
     model: Annotated[Optional[str], _opt("Evaluate mode: a preset (65b) or a parameter count (6.7B).", "--model")] = None,
     train_tokens: Annotated[Optional[str], _opt("Evaluate mode: training tokens (1.4T); default the preset's.", "--train-tokens")] = None,
-    gpu: Annotated[Optional[str], _opt("Training GPU (a100-40gb, a100-80gb, h100, h200, ...); default a100-80gb.", "--gpu")] = None,
+    gpu: Annotated[Optional[str], _opt("Training GPU (a100-40gb, a100-80gb, h100, h200, ...) or cpu (this machine: a matmul probe and codecarbon's CPU power); default a100-80gb.", "--gpu")] = None,
     gpus: Annotated[Optional[str], _opt("GPUs training in parallel (for days); default 2048.", "--gpus")] = None,
     mfu: Annotated[Optional[float], _opt("Training MFU, 0-1; default 0.48 (LLaMA-65B).", "--mfu")] = None,
     throughput: Annotated[Optional[float], _opt("Evaluate mode: measured training tokens/s per GPU, instead of --mfu.", "--throughput")] = None,
@@ -227,6 +227,9 @@ def plan_cmd(
     gpu_power: Annotated[Optional[float], _opt("GPU board power in W; default the GPU's TDP (400 W A100, as LLaMA).", "--gpu-power")] = None,
     seq_len: Annotated[int, _opt("Sequence length for the memory plan.", "--seq-len")] = 2048,
     micro_batch: Annotated[int, _opt("Sequences per GPU per step for the memory plan.", "--micro-batch")] = 1,
+    memory_margin: Annotated[Optional[float], _opt("Share of each GPU's memory kept free (CUDA context, allocator slack, NCCL buffers); default 0.10.", "--memory-margin")] = None,
+    train_dtype: Annotated[Optional[str], _opt("Training precision: bf16 or fp8 (the GPU's dense peak in that type); default bf16.", "--train-dtype")] = None,
+    inference_dtype: Annotated[Optional[str], _opt("Serving precision: bf16, fp8 or int8 (the serving GPU's dense peak in that type); default bf16.", "--inference-dtype")] = None,
     no_presets: Annotated[bool, _opt("Leave the LLaMA presets out of the comparison.", "--no-presets")] = False,
     regions: Annotated[Optional[str], _opt("Rank where to train: candidate regions (gcp:europe-west9,gcp:us-central1,FRA,us:iowa) or all, by tCO2eq then $.", "--regions")] = None,
     region_prices: Annotated[Optional[str], _opt("$ per GPU-hour by region for --regions (gcp:us-central1=2.1,FRA=3.0); others take the training price.", "--region-prices")] = None,
@@ -234,9 +237,9 @@ def plan_cmd(
 ):
     """Size a model for a target loss and a serving demand (or cost a given one): params, tokens,
     FLOPs, GPU-hours, days, $, MWh, tCO2eq, and memory per GPU. Stores the plan with an id."""
-    from planners.plan import plan_and_store
+    from orchestrator.energy.local_device import plan_here
 
-    plan = plan_and_store(
+    plan = plan_here(
         store_of(ctx), target=target_perf, inference_budget=inference_budget, requests=requests,
         prompt_tokens=prompt_tokens, output_tokens=output_tokens, prompt_share=prompt_share,
         fit=fit, model=model, train_tokens=train_tokens, gpu=gpu, gpus=gpus, mfu=mfu,
@@ -244,7 +247,8 @@ def plan_cmd(
         decode_mfu=decode_mfu, price=price, inference_price=inference_price, pue=pue,
         region=region, intensity=intensity, gpu_power_w=gpu_power, seq_len=seq_len,
         micro_batch=micro_batch, presets=not no_presets, regions=regions,
-        region_prices=region_prices, regions_for=regions_for)
+        region_prices=region_prices, regions_for=regions_for, memory_margin=memory_margin,
+        train_dtype=train_dtype, inference_dtype=inference_dtype)
     emit(ctx, plan, lambda c: render_plan(c, plan), json_)
 
 
@@ -300,9 +304,11 @@ def render_plan(c: Console, plan: dict) -> None:
     m = plan["memory"]
     sh = m["shape"]
     c.print(f"Memory for {m['for']} ({_si(m['params'])} params; dim {sh['dim']}, {sh['n_layers']} "
-            f"layers, {sh['n_heads']} heads, {sh['source']}), FSDP full sharding, bf16, seq "
+            f"layers, {sh['n_heads']} heads, {sh['source']}), FSDP full sharding, "
+            f"{'bf16 mixed precision' if m['mixed_precision'] == 'bf16' else 'fp32'}, seq "
             f"{m['seq_len']} x micro-batch {m['micro_batch']}, {m['gpu']} "
-            f"({m['device_memory_bytes'] / 1e9:.0f} GB, {m['headroom']:.0%} usable):")
+            f"({m['device_memory_bytes'] / 1e9:.0f} GB less a {m['margin']:.0%} margin = "
+            f"{m['usable_bytes_per_device'] / 1e9:.1f} GB usable; --memory-margin):")
     for key, name in (("with_checkpointing", "with activation checkpointing"),
                       ("without_checkpointing", "without")):
         r = m[key]
@@ -311,9 +317,12 @@ def render_plan(c: Console, plan: dict) -> None:
             if r["min_gpus"] is None else \
             f"needs at least {r['min_gpus']} GPUs ({r['min_nodes']} node" \
             f"{'s' if r['min_nodes'] > 1 else ''} of 8)"
+        terms = ", ".join(f"{t} {r[k] / 1e9:.2f}" for t, k in (
+            ("parameters", "params_bytes"), ("gradients", "grads_bytes"),
+            ("optimiser", "optimizer_bytes"), ("unsharded units", "unsharded_bytes"),
+            ("activations", "activations_bytes")))
         c.print(f"  {name}: {r['total_bytes_per_device'] / 1e9:.1f} GB per GPU on "
-                f"{r['world_size']} GPUs (activations {r['activations_bytes'] / 1e9:.1f} GB); "
-                f"{need}")
+                f"{r['world_size']} GPUs at its peak ({r['peak_phase']}: {terms} GB); {need}")
     if plan.get("fit_interval") is not None:
         render_fit_interval(c, plan["fit_interval"], fit["name"])
     if plan.get("regions"):
@@ -1079,10 +1088,11 @@ def fit_cmd(
     show: Annotated[bool, typer.Option("--show", help="Show the stored fit NAME; fit nothing.")] = False,
     plot: Annotated[Optional[str], typer.Option(help="Also write a PNG of the IsoFLOP curves and the fit.")] = None,
     holdout: Annotated[Optional[str], typer.Option(help="Run ids to leave out of the fit and predict (comma-separated).")] = None,
+    points: Annotated[Optional[str], typer.Option(help="Fit runs trained elsewhere: a CSV with columns params,tokens,loss (optional name) instead of this store's runs.")] = None,
     json_: JsonOpt = False,
 ):
     """Fit L(N,D) = E + A/N^alpha + B/D^beta to runs' validation losses (Chinchilla's method)."""
-    from orchestrator.scaling.fits import fit_runs, load_fit
+    from orchestrator.scaling.fits import fit_csv, fit_runs, load_fit
 
     store = store_of(ctx)
     if show:
@@ -1090,8 +1100,14 @@ def fit_cmd(
     else:
         run_ids = [r.strip() for r in runs.split(",") if r.strip()] if runs is not None else None
         held = [r.strip() for r in holdout.split(",") if r.strip()] if holdout else None
-        rec = fit_runs(store, name, run_ids=run_ids, sweep_id=sweep, bootstrap=bootstrap,
-                       level=level, holdout=held)
+        if points is not None:
+            if runs is not None or sweep is not None:
+                raise BadInput("give --points (a CSV of runs trained elsewhere) or --runs/--sweep "
+                               "(this store's runs), not both")
+            rec = fit_csv(store, name, points, bootstrap=bootstrap, level=level, holdout=held)
+        else:
+            rec = fit_runs(store, name, run_ids=run_ids, sweep_id=sweep, bootstrap=bootstrap,
+                           level=level, holdout=held)
     if plot:
         from reports.scaling_plot import plot_fit
 

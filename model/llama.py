@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from model.presets import ModelArgs
+from model.presets import ModelArgs, loss_chunk_rows
 
 IGNORE_INDEX = -100  # targets equal to this count neither in the loss nor in its mean
 
@@ -194,10 +194,6 @@ def compile_blocks(model: Transformer, **compile_kwargs) -> Transformer:
 
 # --- the loss: output projection and cross-entropy, chunked so the logits never all exist ---
 
-def _chunk_rows(vocab_size: int) -> int:
-    return max(256, 2**25 // vocab_size)  # about 128 MB of float32 logits per chunk
-
-
 class _LinearCrossEntropy(torch.autograd.Function):
     """mean CE(h @ w.T, targets). The gradients (softmax - onehot) are formed chunk by chunk
     during the forward, so only one chunk of logits is ever alive (as Liger's fused linear
@@ -210,7 +206,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(h) if need_grad else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
-        step = _chunk_rows(weight.shape[0])
+        step = loss_chunk_rows(weight.shape[0])
         for s in range(0, h.shape[0], step):
             hc, tc = h[s:s + step], targets[s:s + step]
             logits = (hc @ weight.t()).float()  # (n, V)

@@ -106,6 +106,12 @@ def param_count(a: ModelArgs) -> int:
     return a.n_layers * block_params(a) + 2 * a.vocab_size * a.dim + a.dim
 
 
+def loss_chunk_rows(vocab_size: int) -> int:
+    """Rows of logits the chunked cross-entropy (model/llama.py) forms at once: about 128 MB of
+    float32 logits per chunk. Here, torch-free, because the memory plan counts them too."""
+    return max(256, 2**25 // vocab_size)
+
+
 def embedding_params(a: ModelArgs) -> int:
     """The input embedding table: a lookup, no matmul FLOPs (the output projection does count)."""
     return a.vocab_size * a.dim

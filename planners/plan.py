@@ -22,7 +22,8 @@ from planners import grid, sizing
 from planners.errors import BadInput
 from planners.hardware import GPU, get_gpu
 from planners.fitting import interval_laws
-from planners.memory import NEVER_FITS, llama_shape, min_devices, nodes_for, plan_memory
+from planners.memory import (MEMORY_MARGIN, NEVER_FITS, check_margin, llama_shape, min_devices,
+                             nodes_for, plan_memory, usable_bytes)
 from planners.regions import parse_region_prices, rank_regions
 from planners.scaling import FITS, LossLaw, law_from_constants, resolve_fit, stored_fit_details
 from planners.units import parse_count, parse_int_count
@@ -32,7 +33,8 @@ PREFILL_MFU = 0.48  # assumed: prefill is large matmuls, compute-bound like trai
 DECODE_MFU = 0.05  # assumed: decoding is memory-bound, far below training (Sardana & Frankle §4)
 PROMPT_SHARE = 0.5
 LLAMA_GPUS = 2048
-SEQ_LEN, MICRO_BATCH, HEADROOM = 2048, 1, 0.9
+CPU_MFU = 0.5  # tally's CPU runs: 53-54% (tiny), 60-71% (small) of the probe (bench/results/train.md)
+SEQ_LEN, MICRO_BATCH = 2048, 1
 
 
 def _given(value: Any, flag: str) -> dict:
@@ -104,15 +106,17 @@ class Setup:
     inference_price: float
     pue: float
     intensity: float
+    train_peak: float = 0.0  # dense FLOP/s of `gpu` in the training number format
+    inference_peak: float = 0.0  # of `inference_gpu` in the serving number format
 
     @property
     def rates(self) -> dict:
-        return dict(usd_per_train_flop=fp.usd_per_flop(self.gpu.peak_flops, self.train_mfu,
+        return dict(usd_per_train_flop=fp.usd_per_flop(self.train_peak, self.train_mfu,
                                                        self.price),
                     prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens,
-                    usd_per_prefill_flop=fp.usd_per_flop(self.inference_gpu.peak_flops,
+                    usd_per_prefill_flop=fp.usd_per_flop(self.inference_peak,
                                                          self.prefill_mfu, self.inference_price),
-                    usd_per_decode_flop=fp.usd_per_flop(self.inference_gpu.peak_flops,
+                    usd_per_decode_flop=fp.usd_per_flop(self.inference_peak,
                                                         self.decode_mfu, self.inference_price))
 
 
@@ -122,10 +126,10 @@ def option(label: str, n: float, d: float, s: Setup, throughput: float | None = 
     prefill_flops, decode_flops = 2 * n * s.prompt_tokens, 2 * n * s.output_tokens
     if throughput is not None:
         train_gh = fp.gpu_hours_for_tokens(d, throughput)
-        mfu = throughput * 6 * n / s.gpu.peak_flops
+        mfu = throughput * 6 * n / s.train_peak
     else:
-        train_gh, mfu = fp.gpu_hours_for_flops(train_flops, s.gpu.peak_flops, s.train_mfu), s.train_mfu
-    peak_i = s.inference_gpu.peak_flops
+        train_gh, mfu = fp.gpu_hours_for_flops(train_flops, s.train_peak, s.train_mfu), s.train_mfu
+    peak_i = s.inference_peak
     inf_gh = (fp.gpu_hours_for_flops(prefill_flops, peak_i, s.prefill_mfu)
               + fp.gpu_hours_for_flops(decode_flops, peak_i, s.decode_mfu))
     train = fp.footprint_of_gpu_hours(train_gh, gpu_power_w=s.gpu_power_w, pue=s.pue,
@@ -203,6 +207,8 @@ def _mfu(value: float | None, default: float, flag: str, why: str) -> tuple[floa
 
 
 def _price(value: float | None, gpu: GPU, flag: str) -> tuple[float, dict]:
+    if value is None and gpu.name == "cpu":
+        return 0.0, _assumed(0.0, f"this machine, no hourly price; give {flag}")
     if value is None:
         return gpu.price_usd_per_hour, _assumed(
             gpu.price_usd_per_hour, f"on-demand {gpu.name} price of the inference-aware paper's "
@@ -226,7 +232,9 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
               seq_len: int = SEQ_LEN, micro_batch: int = MICRO_BATCH,
               presets: bool = True, regions: str | list[str] | None = None,
               region_prices: str | dict[str, float] | None = None,
-              regions_for: str | None = None, fit_details: dict | None = None) -> dict:
+              regions_for: str | None = None, fit_details: dict | None = None,
+              memory_margin: float | None = None, inference_dtype: str | None = None,
+              train_dtype: str | None = None) -> dict:
     """Size (or, with `model`, evaluate) a model for a target loss and a serving demand.
 
     Optimise mode (`target`): options chinchilla, inference-optimal, cost-optimal.
@@ -243,20 +251,30 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
     a.update(a_demand)
 
     g = get_gpu(gpu or "a100-80gb")
-    a["gpu"] = _given(g.name, "--gpu") if gpu else _assumed(g.name, "LLaMA convention (A100-80GB)")
-    n_gpus = parse_int_count(gpus, "--gpus") if gpus is not None else LLAMA_GPUS
+    on_cpu = g.name == "cpu"
+    a["gpu"] = {"value": g.name, "source": f"given (--gpu): {g.label}"} if gpu else \
+        _assumed(g.name, "LLaMA convention (A100-80GB)")
+    n_gpus = parse_int_count(gpus, "--gpus") if gpus is not None else (1 if on_cpu else LLAMA_GPUS)
     a["gpus"] = _given(n_gpus, "--gpus") if gpus is not None else _assumed(
-        n_gpus, "LLaMA convention (2048 GPUs)")
+        n_gpus, "this machine" if on_cpu else "LLaMA convention (2048 GPUs)")
     if gpu_power_w is None:
         power = g.tdp_w
-        a["gpu_power_w"] = _assumed(power, "LLaMA convention (400 W A100)" if power == 400
-                                    else f"{g.label} TDP")
+        a["gpu_power_w"] = _assumed(power, g.power_note or (
+            "LLaMA convention (400 W A100)" if power == 400 else f"{g.label} TDP"))
     else:
         if not gpu_power_w > 0:
             raise BadInput(f"--gpu-power must be > 0 W, got {gpu_power_w}")
         power = float(gpu_power_w)
         a["gpu_power_w"] = _given(power, "--gpu-power")
-    a["peak_flops"] = {"value": g.peak_flops, "source": f"{g.label} dense bf16 data sheet"}
+    t_dtype = (train_dtype or g.compute_dtype).strip().lower()
+    if t_dtype not in ("bf16", "fp8", g.compute_dtype):
+        raise BadInput(f"--train-dtype {train_dtype!r}: use bf16 or fp8")
+    train_peak = g.peak(t_dtype, "--train-dtype")
+    a["train_dtype"] = _given(t_dtype, "--train-dtype") if train_dtype else _assumed(
+        t_dtype, "fp32, as tally trains on CPU" if on_cpu else
+        "bf16 mixed precision, as tally trains on GPUs")
+    a["peak_flops"] = {"value": train_peak, "source": g.peak_note if t_dtype == g.compute_dtype
+                       and g.peak_note else f"{g.label} dense {t_dtype} data sheet"}
     if mfu is not None and throughput is not None:
         raise BadInput("give --mfu or --throughput, not both")
     if throughput is not None:
@@ -266,8 +284,10 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
         if not (throughput > 0 and math.isfinite(throughput)):
             raise BadInput(f"--throughput must be > 0 tokens/s/GPU, got {throughput}")
         a["throughput_tokens_per_s_per_gpu"] = _given(throughput, "--throughput")
-    train_mfu, a["train_mfu"] = _mfu(mfu, LLAMA_MFU, "--mfu", "LLaMA-65B on A100 (380 tokens/s/GPU"
-                                                              " = 48% of peak at 6·N per token)")
+    train_mfu, a["train_mfu"] = _mfu(mfu, CPU_MFU, "--mfu", "tally's CPU runs reach 53-71% of "
+                                     "the matmul probe (bench/results/train.md)") if on_cpu else \
+        _mfu(mfu, LLAMA_MFU, "--mfu", "LLaMA-65B on A100 (380 tokens/s/GPU = 48% of peak at 6·N "
+             "per token)")
     price_t, a["price_usd_per_gpu_hour"] = _price(price, g, "--price")
 
     gi = get_gpu(inference_gpu) if inference_gpu else g
@@ -276,6 +296,12 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
     inf_power = power if gi is g else gi.tdp_w
     a["inference_gpu_power_w"] = {"value": inf_power, "source": a["gpu_power_w"]["source"]
                                   if gi is g else f"assumed: {gi.label} TDP"}
+    i_dtype = (inference_dtype or gi.compute_dtype).strip().lower()
+    inference_peak = gi.peak(i_dtype, "--inference-dtype")
+    a["inference_dtype"] = _given(i_dtype, "--inference-dtype") if inference_dtype else \
+        _assumed(i_dtype, "serving in the training precision")
+    a["inference_peak_flops"] = {"value": inference_peak, "source": gi.peak_note if (
+        i_dtype == gi.compute_dtype and gi.peak_note) else f"{gi.label} dense {i_dtype} data sheet"}
     pf_mfu, a["prefill_mfu"] = _mfu(prefill_mfu, PREFILL_MFU, "--prefill-mfu",
                                     "prefill is compute-bound like training")
     dc_mfu, a["decode_mfu"] = _mfu(decode_mfu, DECODE_MFU, "--decode-mfu",
@@ -302,7 +328,7 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
                   "source": "Kaplan et al. 2020, as in Chinchilla and Sardana & Frankle 2024"}
 
     s = Setup(law, P, O, g, n_gpus, train_mfu, power, price_t, gi, pf_mfu, dc_mfu, inf_power,
-              price_i, p, ci)
+              price_i, p, ci, train_peak, inference_peak)
     options: list[dict] = []
     if model is not None:
         if target is not None:
@@ -338,17 +364,21 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
 
     chin = sizing.chinchilla_point(law, loss)
     inf = sizing.inference_optimal(law, loss, P + O)
-    cost = sizing.cost_optimal(law, loss, **s.rates)
     options += [option("chinchilla", chin.params, chin.tokens, s),
-                option("inference-optimal", inf.params, inf.tokens, s),
-                option("cost-optimal", cost.params, cost.tokens, s)]
+                option("inference-optimal", inf.params, inf.tokens, s)]
+    cost = None
+    if s.price > 0:  # no price (this machine's CPU): no dollars to minimise
+        cost = sizing.cost_optimal(law, loss, **s.rates)
+        options.append(option("cost-optimal", cost.params, cost.tokens, s))
     if presets:
         options += [option(q.name, q.params, q.train_tokens, s) for q in PRESETS.values() if q.llama]
     base = next(o for o in options if o["label"] == "chinchilla")
     for o in options:
         o["savings_vs_chinchilla"] = _savings(o, base)
     if mode == "optimise":
-        memory_for = ("cost-optimal", cost.params, llama_shape(cost.params), None)
+        best = cost or inf
+        memory_for = ("cost-optimal" if cost else "inference-optimal", best.params,
+                      llama_shape(best.params), None)
     extra: dict[str, Any] = {}
     if regions is not None:
         extra["regions_for"], extra["regions"] = where_to_train(
@@ -362,6 +392,10 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
     if fit_details is not None:
         extra["fit_interval"] = fit_interval(fit_details, loss, s, base["train_flops"])
 
+    margin = check_margin(memory_margin) if memory_margin is not None else MEMORY_MARGIN
+    a["memory_margin"] = _given(margin, "--memory-margin") if memory_margin is not None else \
+        _assumed(margin, "share of each GPU's memory kept free for the CUDA context, the caching "
+                 "allocator's slack and NCCL buffers, which the memory plan's terms leave out")
     _check_int(seq_len, "--seq-len")
     _check_int(micro_batch, "--micro-batch")
     a["seq_len"] = _given(seq_len, "--seq-len") if seq_len != SEQ_LEN else _assumed(
@@ -378,7 +412,7 @@ def make_plan(*, target: str | float | None = None, inference_budget: str | floa
         "demand": {"prompt_tokens": P, "output_tokens": O, "inference_tokens": P + O},
         "options": options,
         "memory": memory_plan(*memory_for, gpu=g, gpus=n_gpus, seq_len=seq_len,
-                              micro_batch=micro_batch),
+                              micro_batch=micro_batch, margin=margin),
         **extra,
     }
 
@@ -448,7 +482,8 @@ def _check_int(value: Any, flag: str) -> None:
 
 
 def memory_plan(label: str, n: float, shape: ModelArgs, preset: str | None, *, gpu: GPU,
-                gpus: int, seq_len: int, micro_batch: int) -> dict:
+                gpus: int, seq_len: int, micro_batch: int,
+                margin: float = MEMORY_MARGIN) -> dict:
     """Bytes per GPU on `gpus` GPUs, and the fewest GPUs / nodes, with and without checkpointing."""
     out: dict[str, Any] = {
         "for": label, "params": n,
@@ -458,15 +493,19 @@ def memory_plan(label: str, n: float, shape: ModelArgs, preset: str | None, *, g
                   "shape_params": param_count(shape),
                   "source": f"preset {preset}" if preset else
                   "assumed: LLaMA-like shape (head dim 128, width about 128 per layer)"},
-        "gpu": gpu.name, "device_memory_bytes": gpu.memory_bytes, "headroom": HEADROOM,
-        "seq_len": seq_len, "micro_batch": micro_batch, "mixed_precision": "bf16",
+        "gpu": gpu.name, "device_memory_bytes": gpu.memory_bytes, "margin": margin,
+        "usable_bytes_per_device": usable_bytes(gpu.memory_bytes, margin),
+        "seq_len": seq_len, "micro_batch": micro_batch,
+        "mixed_precision": "bf16" if gpu.compute_dtype == "bf16" else "none (fp32)",
     }
     for key, ac in (("with_checkpointing", True), ("without_checkpointing", False)):
+        mixed = gpu.compute_dtype == "bf16"
         m = plan_memory(shape, seq_len=seq_len, micro_batch=micro_batch, world_size=gpus,
-                        activation_checkpointing=ac)
+                        activation_checkpointing=ac, mixed_precision=mixed)
         need = min_devices(shape, device_memory_bytes=gpu.memory_bytes, seq_len=seq_len,
-                           micro_batch=micro_batch, activation_checkpointing=ac, headroom=HEADROOM)
-        m["fits_on_gpus"] = m["total_bytes_per_device"] <= HEADROOM * gpu.memory_bytes
+                           micro_batch=micro_batch, activation_checkpointing=ac, margin=margin,
+                           mixed_precision=mixed)
+        m["fits_on_gpus"] = m["total_bytes_per_device"] <= usable_bytes(gpu.memory_bytes, margin)
         m["min_gpus"] = None if need == NEVER_FITS else need
         m["min_nodes"] = None if need == NEVER_FITS else nodes_for(need)
         out[key] = m
@@ -476,8 +515,8 @@ def memory_plan(label: str, n: float, shape: ModelArgs, preset: str | None, *, g
 def plan_and_store(store, **kwargs: Any) -> dict:  # noqa: ANN001 (orchestrator.store.Store)
     """make_plan(...), stored with its inputs; the plan gets the store's id under "id"."""
     plan = make_plan(store=store, **kwargs)
-    inputs = {k: v for k, v in kwargs.items() if v is not None and k != "fit_details"
-              and not isinstance(v, LossLaw)}
+    inputs = {k: (v.name if isinstance(v, GPU) else v) for k, v in kwargs.items()
+              if v is not None and k != "fit_details" and not isinstance(v, LossLaw)}
     plan = {"id": store.add_plan(inputs, plan), **plan}
     return plan
 

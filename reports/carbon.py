@@ -169,6 +169,7 @@ def run_row(store: Store, d: RunData, ov: Overrides, plans: dict | None = None) 
         "id": r.id, "name": r.name, "model": r.preset, "preset": r.preset, "status": r.status,
         "started_at": _iso(start), "ended_at": _iso(end), "duration_s": seconds,
         "duration_basis": basis, "device": device, "gpu": gpu.label if gpu else cfg.get("gpu"),
+        "gpu_name": gpu.name if gpu else cfg.get("gpu"),
         "workers": workers, "gpus_per_worker": gpus_per_worker,
         "gpu_hours": gpu_hours, "device_hours": dev_hours,
         "steps": d.steps, "tokens": int(d.tokens or 0), "tokens_planned": cfg.get("tokens_planned"),
@@ -237,14 +238,52 @@ def plan_vs_actual(store: Store, row: dict, plans: dict | None = None) -> dict |
                 f"plan scaled by {scale:.4g}")
     out = {"plan_id": plan.id, "option": option.get("label"), "planned_tokens": planned_tokens,
            "scale": scale, "note": note}
-    for key, measured in (("energy_mwh", row["energy_mwh"]), ("tco2eq", row["tco2eq"]),
-                          ("gpu_hours", row["gpu_hours"])):
-        predicted = option.get(key)
+    differs = hardware_difference(outputs, row)
+    if differs:  # a ratio across different hardware measures the hardware, not the plan
+        out.update(comparable=False, differs=differs,
+                   note=f"not compared: {differs}; plan this run's hardware (e.g. `plan --gpu "
+                        f"{'cpu' if row['device'] == 'cpu' else 'NAME'}`) to hold it to a plan")
+        return out
+    out["comparable"] = True
+    on_cpu = row["device"] == "cpu"
+    gpus = float((outputs.get("assumptions") or {}).get("gpus", {}).get("value") or 1)
+    # training only: serving is not part of a training run
+    compared = [("energy_mwh", row["energy_mwh"]), ("tco2eq", row["tco2eq"])]
+    compared.append(("hours", row["duration_s"] / 3600.0) if on_cpu
+                    else ("gpu_hours", row["gpu_hours"]))
+    for key, measured in compared:
+        if key == "hours":
+            predicted = option.get("train_gpu_hours")
+            predicted = float(predicted) / gpus if predicted is not None else None
+        else:
+            predicted = option.get(f"train_{key}", option.get(key))
         predicted = float(predicted) * scale if predicted is not None else None
         out[f"predicted_{key}"] = predicted
         out[f"measured_{key}"] = measured
         out[f"ratio_{key}"] = measured / predicted if predicted else None
     return out
+
+
+def hardware_difference(plan_outputs: dict, row: dict) -> str | None:
+    """What differs between the hardware a plan priced and the hardware a run ran on (None when
+    they are the same kind: this machine's CPU, or the same GPU model)."""
+    a = plan_outputs.get("assumptions") or {}
+    if not a.get("gpu"):
+        return "the plan does not say which hardware it priced"
+    planned = str(a["gpu"].get("value"))
+    label = str((a.get("gpu") or {}).get("source") or planned)
+    if row["device"] == "cpu":
+        if planned == "cpu":
+            return None
+        return (f"the plan priced {a.get('gpus', {}).get('value', '?')} x {planned} GPUs, the run "
+                f"ran on CPU ({row['workers']} worker(s))")
+    if planned == "cpu":
+        return f"the plan priced a CPU ({label}), the run ran on GPUs ({row.get('gpu') or '?'})"
+    run_gpu = _gpu(row.get("gpu_name") or "")
+    plan_gpu = _gpu(planned)
+    if run_gpu is None or plan_gpu is None or run_gpu.name != plan_gpu.name:
+        return f"the plan priced {planned} GPUs, the run ran on {row.get('gpu') or 'unknown GPUs'}"
+    return None
 
 
 def plans_of_one(store: Store, plan_id: str) -> dict:

@@ -64,6 +64,10 @@ def carbon(c: Console, doc: dict) -> None:
         c.print("energy by run: " + "; ".join(f"{r['id']}: {r['energy_sources_detail']}"
                                               for r in rows))
         plans = [r for r in rows if r.get("plan") and "predicted_energy_mwh" in r["plan"]]
+        for r in rows:
+            if r.get("plan") and r["plan"].get("comparable") is False:
+                c.print(f"plan vs actual for {r['id']} (plan {r['plan']['plan_id']}): "
+                        f"{r['plan']['note']}")
         if plans:
             p = _table("plan vs actual", ["run", "option", "pred. MWh", "meas. MWh", "ratio",
                                           "pred. tCO2eq", "meas. tCO2eq", "ratio", "note"], left=2)
@@ -156,6 +160,8 @@ def run(c: Console, doc: dict) -> None:
         ("footprint", f"x PUE {r['pue']:.3g} = {_n(r['facility_energy_kwh'])} kWh; "
                       f"x {r['intensity_kg_per_kwh']:.4g} kg/kWh = {_n(r['tco2eq'], '.3g')} tCO2eq"),
     ]
+    if r.get("plan") and r["plan"].get("comparable") is False:
+        rows.append(("plan", r["plan"]["note"]))
     if r.get("plan") and "predicted_energy_mwh" in r["plan"]:
         p = r["plan"]
         rows.append(("plan", f"predicted {_n(p['predicted_energy_mwh'])} MWh / "

@@ -57,7 +57,8 @@ def gpu_run(store: Store, run_id: str = "1b-h100", start: datetime = T0 + timede
                          "gpu_hours": gpu_hours, "cost_usd": f.cost_usd, "tokens": tokens_planned},
                         {"label": "chinchilla", "energy_mwh": 9.0, "tco2eq": 4.0,
                          "gpu_hours": 1e4, "cost_usd": 2e4, "tokens": 20 * 1.1e9}],
-            "chosen": "given"})
+            "chosen": "given",
+            "assumptions": {"gpu": {"value": "h100"}, "gpus": {"value": 8}}})
     config = {"preset": "1b", "workers": 2, "device": "cuda", "gpus_per_worker": 4, "gpu": "h100",
               "pue": 1.1, "intensity_kg_per_kwh": 0.43,
               "intensity_source": "codecarbon cloud/impact.csv (gcp us-central1)",

@@ -117,25 +117,25 @@ def plan_launch(preset: Preset, *, workers: int, device: str, cpus_per_worker: i
 def preflight(preset: Preset, plan: LaunchPlan, capacity: dict, gpu) -> dict:
     """The memory plan against the cluster: BadInput with what it needs when it cannot hold it.
     `gpu`: the launch's GPU (planners.hardware.GPU), None for CPU workers."""
-    from planners.memory import plan_memory
+    from planners.memory import plan_memory, usable_bytes
 
     mixed = plan.device == "cuda"
     mem = plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=plan.micro_batch,
                       world_size=plan.workers, activation_checkpointing=plan.activation_checkpointing,
-                      mixed_precision=mixed)
+                      mixed_precision=mixed, grad_accumulation=plan.accumulation > 1)
     need = mem["total_bytes_per_device"]
     if plan.device == "cuda":
         if plan.workers > capacity["gpus"]:
             raise BadInput(f"--workers {plan.workers} needs {plan.workers} GPUs; this cluster has "
                            f"{capacity['gpus']}")
-        if need > 0.9 * gpu.memory_bytes:
+        if need > usable_bytes(gpu.memory_bytes):
             raise BadInput(_needs(preset, plan, gpu, capacity, need, "GPU"))
         return mem
     if plan.workers * plan.cpus_per_worker > capacity["cpus"]:
         raise BadInput(f"--workers {plan.workers} needs {plan.workers * plan.cpus_per_worker} "
                        f"CPUs; this cluster has {capacity['cpus']}")
     per_worker_memory = capacity["memory_bytes"] / max(1, plan.workers)
-    if need > 0.9 * per_worker_memory:
+    if need > usable_bytes(per_worker_memory):
         raise BadInput(_needs(preset, plan, None, capacity, need, "CPU worker"))
     return mem
 

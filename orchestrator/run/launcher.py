@@ -111,11 +111,12 @@ def plan_for(preset: Preset, spec: RunSpec, capacity: dict, device: str | None =
 
 def _largest_micro_batch_that_fits(preset: Preset, plan, gpu):  # noqa: ANN001 (LaunchPlan, GPU)
     """With no --micro-batch on GPUs: the largest divisor of each worker's sequences (up to the
-    default) whose memory plan leaves 10% of the GPU free; the default when none does (the
+    default) whose memory plan fits within the GPU's usable memory (less the stated margin,
+    planners/memory.py); the default when none does (the
     pre-flight then says what it needs)."""
     from dataclasses import replace
 
-    from planners.memory import plan_memory
+    from planners.memory import plan_memory, usable_bytes
 
     per_worker = plan.global_batch // plan.workers
     for micro in range(plan.micro_batch, 0, -1):
@@ -124,8 +125,8 @@ def _largest_micro_batch_that_fits(preset: Preset, plan, gpu):  # noqa: ANN001 (
         mem = plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=micro,
                           world_size=plan.workers,
                           activation_checkpointing=plan.activation_checkpointing,
-                          mixed_precision=True)
-        if mem["total_bytes_per_device"] <= 0.9 * gpu.memory_bytes:
+                          mixed_precision=True, grad_accumulation=micro < per_worker)
+        if mem["total_bytes_per_device"] <= usable_bytes(gpu.memory_bytes):
             if micro != plan.micro_batch:
                 plan = replace(plan, micro_batch=micro, accumulation=per_worker // micro,
                                notes=plan.notes + [f"micro-batch {micro}: the largest that "

@@ -88,10 +88,25 @@ def memory_bytes(device: torch.device) -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def build_model(cfg: TrainConfig, device: torch.device):
-    """LLaMA on `device`, sharded with FSDP2 per block and at the root."""
+def apply_fsdp(model, *, mixed_precision: bool, mesh=None):
+    """FSDP2 per transformer block and at the root (embeddings, final norm, output); with mixed
+    precision, bf16 parameters in compute and fp32 gradient reduction. The memory plan
+    (planners/memory.py) is held to PyTorch's tracker of exactly this wrapping
+    (tests/unit/test_memory_tracker.py)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    kwargs: dict = {"mesh": mesh} if mesh is not None else {}
+    if mixed_precision:
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16,
+                                                   reduce_dtype=torch.float32)
+    for block in model.layers:
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def build_model(cfg: TrainConfig, device: torch.device):
+    """LLaMA on `device`, sharded with FSDP2 per block and at the root."""
     from model.llama import Transformer
     from model.presets import ModelArgs
 
@@ -104,14 +119,8 @@ def build_model(cfg: TrainConfig, device: torch.device):
     else:  # whole and seeded, so every world size starts from the same weights
         model = Transformer(args, activation_checkpointing=cfg.activation_checkpointing)
         model.init_weights(cfg.seed)
-    mp = None
-    if cfg.device == "cuda":
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    kwargs = {"mp_policy": mp} if mp else {}
     if dist.is_initialized():
-        for block in model.layers:
-            fully_shard(block, **kwargs)
-        fully_shard(model, **kwargs)
+        apply_fsdp(model, mixed_precision=cfg.device == "cuda")
     if big:
         model.to_empty(device=device)
         model.init_weights(cfg.seed)

@@ -3,18 +3,25 @@
 A finished run records its validation loss as a RunEvent of kind "eval" with details
 {"step", "tokens", "val_loss", "params"} (the trainer writes it at the end of each run).
 `fit_runs` gathers those, fits L(N, D) with `planners.fitting`, and stores the result under a
-name; `load_fit` gives it back to `plan --fit NAME` and to `fit --show`.
+name; `load_fit` gives it back to `plan --fit NAME` and to `fit --show`. `fit_csv` does the same
+for runs trained elsewhere (a team's earlier runs, published results), read from a CSV file
+with columns params, tokens, loss and an optional name.
 """
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 
 from sqlalchemy import select
 
 from orchestrator.store import Fit, Run, RunEvent, Store, utcnow
 from planners.errors import BadInput
 from planners.fitting import KEYS, FitResult, Point, fit_points, predict
+from planners.units import parse_count
+
+CSV_COLUMNS = ("params", "tokens", "loss")
 
 KEEP_BOOTSTRAP = 200  # bootstrap constant sets kept with a fit (for interval_laws)
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -80,6 +87,73 @@ def points_from_runs(store: Store, run_ids: list[str] | None = None,
         raise BadInput(f"{len(missing)} run(s) have no validation loss ({shown}); only finished "
                        "runs record one: leave these out of --runs or finish them")
     return points
+
+
+def points_from_csv(path: str | Path) -> list[Point]:
+    """(N, D, loss) rows of a CSV file with a header naming params, tokens, loss (any order,
+    any case) and optionally name; counts may carry suffixes (70B, 1.4T). BadInput naming the
+    file and line of the first bad row."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"--points {str(path)!r}: no such file; give a CSV with columns "
+                       "params,tokens,loss (and optionally name)")
+    with p.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise BadInput(f"--points {p}: the file is empty; it needs a header params,tokens,loss")
+        cols = {h.strip().lower(): i for i, h in enumerate(header)}
+        missing = [c for c in CSV_COLUMNS if c not in cols]
+        if missing:
+            raise BadInput(f"--points {p} line 1: the header lacks {', '.join(missing)}; it has "
+                           f"{', '.join(h.strip() for h in header)} (needed: params,tokens,loss, "
+                           "optional name)")
+        points = []
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) < len(header):
+                raise BadInput(f"--points {p} line {line}: {len(row)} fields, the header has "
+                               f"{len(header)}")
+            values = {}
+            for c in CSV_COLUMNS:
+                cell = row[cols[c]].strip()
+                try:
+                    values[c] = float(cell) if c == "loss" else parse_count(cell, c)
+                except (ValueError, BadInput):
+                    raise BadInput(f"--points {p} line {line}: {c} {cell!r} is not a positive "
+                                   "number (counts may be written 70B, 1.4T, 2e12)") from None
+                if not (math.isfinite(values[c]) and values[c] > 0):
+                    raise BadInput(f"--points {p} line {line}: {c} {cell!r} must be finite and "
+                                   "> 0")
+            label = row[cols["name"]].strip() if "name" in cols else ""
+            points.append(Point(params=values["params"], tokens=values["tokens"],
+                                loss=values["loss"], run_id=label or f"line {line}"))
+    return points
+
+
+def fit_csv(store: Store, name: str, path: str | Path, bootstrap: int = 200, level: float = 0.9,
+            seed: int = 0, holdout: list[str] | None = None) -> dict:
+    """Fit the law to the points of a CSV file (see points_from_csv) and store it under `name`,
+    like a fit of this store's runs: `plan --fit NAME` uses it. `holdout` names rows (their name
+    column, or "line N")."""
+    check_name(name)
+    points = points_from_csv(path)
+    held = []
+    if holdout:
+        known = {p.run_id for p in points}
+        unknown = [h for h in holdout if h not in known]
+        if unknown:
+            raise BadInput(f"--holdout {unknown[0]!r} is not a row of {path} (give its name "
+                           "column, or 'line N')")
+        held = [p for p in points if p.run_id in holdout]
+        points = [p for p in points if p.run_id not in holdout]
+    result = fit_points(points, bootstrap=bootstrap, level=level, seed=seed)
+    source = {"points": str(Path(path).resolve()), "rows": len(points) + len(held),
+              "holdout": holdout or []}
+    replaced = save_fit(store, name, result, source=source, holdout=holdout_errors(result, held))
+    return {**load_fit(store, name), "replaced": replaced}
 
 
 def fit_runs(store: Store, name: str, run_ids: list[str] | None = None,

@@ -118,6 +118,22 @@ def test_plan_vs_actual_scales_the_plan_to_the_tokens_trained(filled, run_cli):
     assert "plan vs actual" in run_cli("report", "carbon").stdout
 
 
+def test_plan_vs_actual_compares_only_like_hardware(store, run_cli):
+    """A CPU run against a plan that priced A100s: what differs is said, no ratio is printed."""
+    gpu_plan = store.add_plan({"preset": "tiny"}, {
+        "options": [{"label": "given", "energy_mwh": 1e-6, "tco2eq": 2e-8, "gpu_hours": 1e-3,
+                     "tokens": 1000}],
+        "assumptions": {"gpu": {"value": "a100-80gb"}, "gpus": {"value": 2048}}})
+    cpu_run(store, "on-cpu")
+    store.update_run("on-cpu", plan_id=gpu_plan)
+    p = run_cli("report", "carbon", "--json").json()["runs"][0]["plan"]
+    assert p["comparable"] is False and "ratio_energy_mwh" not in p
+    assert "2048 x a100-80gb" in p["differs"] and "CPU" in p["differs"]
+    assert "--gpu cpu" in p["note"]
+    human = run_cli("report", "carbon").stdout
+    assert "not compared" in human
+
+
 def test_filters(store, run_cli):
     fill(store)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -279,7 +295,8 @@ def test_plan_without_chosen_uses_its_first_option_and_running_runs_end_at_their
         store, run_cli):
     plan_id = store.add_plan({"preset": "tiny"}, {"options": [
         {"label": "a", "energy_mwh": 1e-6, "tco2eq": 2e-8, "gpu_hours": 0, "tokens": 1000},
-        {"label": "b", "energy_mwh": 5.0, "tco2eq": 2.0, "gpu_hours": 9, "tokens": 1000}]})
+        {"label": "b", "energy_mwh": 5.0, "tco2eq": 2.0, "gpu_hours": 9, "tokens": 1000}],
+        "assumptions": {"gpu": {"value": "cpu"}, "gpus": {"value": 1}}})
     cpu_run(store, "planned")
     store.update_run("planned", plan_id=plan_id, ended_at=None, status="running")
     r = run_cli("report", "carbon", "--json").json()["runs"][0]
