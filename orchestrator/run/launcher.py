@@ -158,10 +158,13 @@ def dry_run_launch(preset: Preset, spec: RunSpec, capacity: dict) -> dict:
                                  activation_checkpointing=True)
                 launch = plan_for(preset, needed, {**capacity, "gpus": needed.workers}, "cuda")
                 plan, assumptions = launch["plan"], launch["assumptions"]
-                memory = preflight(preset, plan, {**capacity, "gpus": needed.workers},
-                                   gpu_of(assumptions))
                 verdict = (f"does not fit this machine ({verdict}); shown on the "
                            f"{needed.workers} x {assumptions['gpu']} cluster it needs")
+                try:
+                    memory = preflight(preset, plan, {**capacity, "gpus": needed.workers},
+                                       gpu_of(assumptions))
+                except BadInput as e:  # e.g. gradient accumulation's unsharded gradients
+                    verdict += f"; there: {e}"
     out.update(launch=plan.as_dict(), memory=memory, preflight=verdict,
                assumptions=assumptions, prediction=predict(preset, plan, assumptions))
     return out

@@ -64,7 +64,6 @@ def test_dry_run_of_33b_without_gpus_shows_the_cluster_it_needs():
     assert a["gpu"] == "a100-80gb" and a["price_usd_per_gpu_hour"] == 1.5
     assert pred["days"] < 21_120 / 4 and pred["cost_usd"] > 0
     assert "shown on the" in out["preflight"]
-    assert out["memory"]["total_bytes_per_device"] < 0.9 * 80e9
 
 
 def test_dry_run_keeps_the_workers_and_gpu_given():
