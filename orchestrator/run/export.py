@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planners.errors import BadInput
+from orchestrator.run.spec import stored_settings
 
 FORMATS = ("hf", "meta")
 DTYPES = ("bf16", "fp32")
@@ -163,7 +164,7 @@ def _run_tokenizer(run, home) -> str:
         local.parent.mkdir(parents=True, exist_ok=True)
         fs.get(_join(path, TOKENIZER), str(local))
         return str(local)
-    data = ((run.config or {}).get("request") or {}).get("data")
+    data = stored_settings(run.config).get("data")
     from orchestrator.data import open_dataset
 
     try:
@@ -177,8 +178,7 @@ def _run_tokenizer(run, home) -> str:
 def _run_args(run):
     from orchestrator.run.launch import resolve_preset
 
-    request = (run.config or {}).get("request") or {}
-    return resolve_preset(run.preset, request.get("custom_preset")).args
+    return resolve_preset(run.preset, stored_settings(run.config).get("custom_preset")).args
 
 
 # -- writing ------------------------------------------------------------------------------------

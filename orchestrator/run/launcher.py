@@ -13,7 +13,7 @@ from orchestrator.run.launch import (_device, _open_data, footprint_assumptions,
                                      local_capacity, plan_launch, predict, preflight,
                                      preset_dict, resolve_preset)
 from orchestrator.run.runtime import cluster_capacity, connect, run_on_ray
-from orchestrator.run.spec import FIELDS, RunSpec
+from orchestrator.run.spec import FIELDS, RunSpec, stored_settings
 from orchestrator.run.storage import resolve as resolve_storage
 from planners.assumptions import gpu_of
 from planners.errors import BadInput
@@ -26,8 +26,7 @@ def stored_spec(store: Store, run_id: str) -> RunSpec:
     if cfg.get("remote"):
         raise BadInput(f"run {run.id} ran as a job on {run.ray_address}; resume it there "
                        "(`train --resume` in a job of its own)")
-    saved = cfg.get("spec") or {k: v for k, v in (cfg.get("request") or {}).items()
-                                if k in FIELDS}
+    saved = stored_settings(cfg)
     if not saved:
         raise BadInput(f"run {run.id} has no stored specification to resume from")
     return RunSpec.from_dict(saved, source=f"run {run.id}'s stored specification")

@@ -329,3 +329,10 @@ def build(base: RunSpec | None, file: str | None, given: dict) -> RunSpec:
     if file:
         spec = spec.updated(read_run_file(file), source=f"--config {file}")
     return spec.updated(given).validate()
+
+
+def stored_settings(config: dict | None) -> dict:
+    """A stored run's specification as a plain dict (`config["spec"]`); runs made before
+    specifications were stored kept the same fields under `config["request"]`."""
+    cfg = config or {}
+    return cfg.get("spec") or {k: v for k, v in (cfg.get("request") or {}).items() if k in FIELDS}

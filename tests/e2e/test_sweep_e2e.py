@@ -35,7 +35,7 @@ def test_real_sweep_trains_resumes_and_fits_or_refuses(tcli, train_home):
             assert ev["params"] == p["params"]
             run = store.get_run(p["run_id"])
             assert run.status == "completed" and run.config["sweep"]["id"] == out["sweep_id"]
-            assert run.config["request"]["custom_preset"]["args"]["vocab_size"] == 2048
+            assert run.config["spec"]["custom_preset"]["args"]["vocab_size"] == 2048
     finally:
         store.close()
 

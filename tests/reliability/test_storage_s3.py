@@ -25,13 +25,14 @@ from tests.e2e.test_train import _losses
 @pytest.mark.slow
 def test_checkpoints_in_a_bucket_survive_a_worker_sigkill(train_home, reference_run, ray_local,
                                                           s3_server, tmp_path, monkeypatch):
-    from orchestrator.run.launcher import TrainRequest, train
+    from orchestrator.run.launcher import train
+    from orchestrator.run.spec import RunSpec
 
     monkeypatch.chdir(tmp_path)  # a local folder named "s3:" would appear here
     storage = f"{s3_server}/team"
-    req = TrainRequest(preset="tiny", workers=2, max_steps=8, tokens=8 * 1024, batch_tokens=1024,
-                       micro_batch=2, checkpoint_every=2, warmup_steps=2, lr=3e-3, seed=3,
-                       meter=False, dashboard=False, max_failures=2, storage=storage)
+    req = RunSpec(preset="tiny", workers=2, max_steps=8, tokens=8 * 1024, batch_tokens=1024,
+                micro_batch=2, checkpoint_every=2, warmup_steps=2, lr=3e-3, seed=3,
+                meter=False, dashboard=False, max_failures=2, storage=storage)
     home = Home(train_home)
     result: dict = {}
     started: dict = {}
