@@ -18,9 +18,16 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from typer._click import exceptions as click  # typer 0.29 vendors click; pinned
 from rich.console import Console
-from rich.table import Table
 
+from planners.assumptions import OPTION_HELP
 from planners.errors import BadInput, RunFailed, RunInterrupted
+from reports.ops_view import (jobs_table, render_cluster_check, render_dashboard, render_fit,
+                              render_fits, render_queue, render_simulation, render_sweep)
+from reports.plan_view import models_table, render_plan
+from reports.progress import StageBars
+from reports.train_output import TrainOutput
+from reports.run_view import (render_dataset, render_datasets, render_export, render_run,
+                              render_train, runs_table)
 
 __version__ = "0.1.0"
 
@@ -89,6 +96,14 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+# The assumption options several commands take, declared once (their words: planners/assumptions.py;
+# `train` gets the same ones from its RunSpec fields)
+GpuOpt = Annotated[Optional[str], typer.Option("--gpu", help=OPTION_HELP["gpu"])]
+GpuPowerOpt = Annotated[Optional[float], typer.Option("--gpu-power", help=OPTION_HELP["gpu_power"])]
+PueOpt = Annotated[Optional[float], typer.Option("--pue", help=OPTION_HELP["pue"])]
+IntensityOpt = Annotated[Optional[float], typer.Option("--intensity", help=OPTION_HELP["intensity"])]
+RegionOpt = Annotated[Optional[str], typer.Option("--region", help=OPTION_HELP["region"])]
+PriceOpt = Annotated[Optional[float], typer.Option("--price", help=OPTION_HELP["price"])]
 
 
 def _version(value: bool):
@@ -139,61 +154,6 @@ def runs_show(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="A 
     emit(ctx, info, lambda c: render_run(c, info), json_)
 
 
-def runs_table(rows: list[dict]) -> Table | str:
-    if not rows:
-        return "No runs yet. Start one with `python cli.py train tiny`."
-    t = Table(title=f"{len(rows)} run(s)")
-    # a Ray job id column only for remote runs; carbon-aware waits and pauses only when some
-    # run has them
-    jobs = any(r.get("job_id") for r in rows)
-    extra = [(col, key) for col, key in (("waited", "waited_s"), ("paused", "paused_s"))
-             if any(r.get(key) for r in rows)]
-    cols = ["id", "preset", "status", "steps", "tokens", "final loss", "energy kWh", "tCO2eq",
-            *[col for col, _ in extra], "created (UTC)", *(["job"] if jobs else [])]
-    for col in cols:
-        t.add_column(col, no_wrap=True, justify="left" if col in ("id", "preset", "status",
-                                                                  "created (UTC)", "job") else "right")
-    for r in rows:
-        t.add_row(r["id"], r["preset"], r["status"], str(r["steps"]), f"{r['tokens']:,}",
-                  _num(r["final_loss"], ".4f"), _num(r.get("energy_kwh"), ".4f"),
-                  _num(r.get("tco2eq"), ".2e"),
-                  *[_dur(r.get(key)) for _, key in extra], (r["created_at"] or "")[:19],
-                  *([r.get("job_id") or ""] if jobs else []))
-    return t
-
-
-def _dur(seconds: float | None) -> str:
-    """1h 05m, 12m 30s, 45s; blank for none."""
-    if not seconds:
-        return ""
-    s = round(seconds)
-    h, m = divmod(s // 60, 60)
-    return f"{h}h {m:02d}m" if h else (f"{m}m {s % 60:02d}s" if m else f"{s}s")
-
-
-def render_run(c: Console, info: dict) -> None:
-    run = info["run"]
-    t = Table(show_header=False, title=f"run {run['id']}")
-    t.add_column("key", style="bold")
-    t.add_column("value")
-    for key, value in run.items():
-        if key != "config":
-            t.add_row(key, "" if value is None else str(value))
-    c.print(t)
-    c.print("config: " + json.dumps(run.get("config", {}), default=str))
-    if info.get("checkpoints"):
-        ct = Table(title="checkpoints")
-        for col in ("step", "complete", "path"):
-            ct.add_column(col)
-        for ck in info["checkpoints"]:
-            ct.add_row(str(ck["step"]), str(ck["complete"]), ck["path"])
-        c.print(ct)
-
-
-def _num(x: Any, fmt: str) -> str:
-    return "" if x is None else format(x, fmt)
-
-
 # --- plan, models (issue 3) ---------------------------------------------------------------
 def _opt(help_: str, *names: str, **kw):  # a typer option with help text, shortest to write
     return typer.Option(*names, help=help_, **kw)
@@ -212,19 +172,19 @@ def plan_cmd(
     fit: Annotated[str, _opt("Loss law: chinchilla, epoch, a stored fit's name, or E=..,A=..,B=..,alpha=..,beta=..", "--fit")] = "chinchilla",
     model: Annotated[Optional[str], _opt("Evaluate mode: a preset (65b) or a parameter count (6.7B).", "--model")] = None,
     train_tokens: Annotated[Optional[str], _opt("Evaluate mode: training tokens (1.4T); default the preset's.", "--train-tokens")] = None,
-    gpu: Annotated[Optional[str], _opt("Training GPU (a100-40gb, a100-80gb, h100, h200, ...) or cpu (this machine: a matmul probe and codecarbon's CPU power); default a100-80gb.", "--gpu")] = None,
+    gpu: GpuOpt = None,
     gpus: Annotated[Optional[str], _opt("GPUs training in parallel (for days); default 2048.", "--gpus")] = None,
     mfu: Annotated[Optional[float], _opt("Training MFU, 0-1; default 0.48 (LLaMA-65B).", "--mfu")] = None,
     throughput: Annotated[Optional[float], _opt("Evaluate mode: measured training tokens/s per GPU, instead of --mfu.", "--throughput")] = None,
     inference_gpu: Annotated[Optional[str], _opt("Serving GPU; default the training GPU.", "--inference-gpu")] = None,
     prefill_mfu: Annotated[Optional[float], _opt("Serving MFU on prompt tokens; default 0.48.", "--prefill-mfu")] = None,
     decode_mfu: Annotated[Optional[float], _opt("Serving MFU on generated tokens; default 0.05.", "--decode-mfu")] = None,
-    price: Annotated[Optional[float], _opt("Training $ per GPU-hour; default the GPU's catalogue price.", "--price")] = None,
+    price: PriceOpt = None,
     inference_price: Annotated[Optional[float], _opt("Serving $ per GPU-hour; default --price.", "--inference-price")] = None,
-    pue: Annotated[Optional[float], _opt("Data-centre PUE; default 1.1 (LLaMA).", "--pue")] = None,
-    region: Annotated[Optional[str], _opt("Grid region for carbon intensity (gcp:europe-west9, FRA, us:iowa).", "--region")] = None,
-    intensity: Annotated[Optional[float], _opt("Carbon intensity, kg CO2eq/kWh; default 0.385 (LLaMA).", "--intensity")] = None,
-    gpu_power: Annotated[Optional[float], _opt("GPU board power in W; default the GPU's TDP (400 W A100, as LLaMA).", "--gpu-power")] = None,
+    pue: PueOpt = None,
+    region: RegionOpt = None,
+    intensity: IntensityOpt = None,
+    gpu_power: GpuPowerOpt = None,
     seq_len: Annotated[int, _opt("Sequence length for the memory plan.", "--seq-len")] = 2048,
     micro_batch: Annotated[int, _opt("Sequences per GPU per step for the memory plan.", "--micro-batch")] = 1,
     memory_margin: Annotated[Optional[float], _opt("Share of each GPU's memory kept free (CUDA context, allocator slack, NCCL buffers); default 0.10.", "--memory-margin")] = None,
@@ -261,129 +221,6 @@ def models_cmd(ctx: typer.Context, json_: JsonOpt = False):
     emit(ctx, rows, lambda c: c.print(models_table(rows)), json_)
 
 
-def _si(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return ""
-    for div, s in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{s}{unit}"
-    return f"{x:.3g}{unit}"
-
-
-def _pct(x: float) -> str:
-    return "" if abs(x) < 0.05 else f"{x:+.1f}%"
-
-
-def render_plan(c: Console, plan: dict) -> None:
-    t = plan["target"]
-    fit = plan["fit"]
-    c.print(f"Target loss {plan['target_loss']:.4f} nats/token (ppl {t['perplexity']:.2f}): "
-            f"{t['meaning']}. Fit {fit['name']}: E={fit['E']:g} A={fit['A']:g} B={fit['B']:g} "
-            f"alpha={fit['alpha']:g} beta={fit['beta']:g}.")
-    d = plan["demand"]
-    a = plan["assumptions"]
-    c.print(f"Serving {_si(d['inference_tokens'])} tokens ({_si(d['prompt_tokens'])} prompt, "
-            f"{_si(d['output_tokens'])} generated). Days: training on {a['gpus']['value']} x "
-            f"{a['gpu']['value']}. FLOPs, GPU-hours, $, MWh and tCO2eq: training + serving.")
-    tb = Table(title=f"plan {plan.get('id', '')}".strip())
-    cols = ["option", "params", "tokens", "tok/param", "loss", "FLOPs", "GPU-hours", "days",
-            "cost $", "MWh", "tCO2eq", "FLOPs saved", "$ saved", "CO2 saved"]
-    for col in cols:
-        tb.add_column(col, justify="left" if col == "option" else "right", no_wrap=True)
-    for o in plan["options"]:
-        s = o["savings_vs_chinchilla"]
-        tb.add_row(o["label"], _si(o["params"]), _si(o["tokens"]), f"{o['tokens_per_param']:.1f}",
-                   f"{o['loss']:.4f}", f"{o['total_flops']:.3g}", _si(o["gpu_hours"]), f"{o['days']:.1f}",
-                   _si(o["cost_usd"]), f"{o['energy_mwh']:.4g}", f"{o['tco2eq']:.4g}",
-                   _pct(s["flops_pct"]), _pct(s["cost_usd_pct"]), _pct(s["tco2eq_pct"]))
-    c.print(tb)
-    c.print("Assumptions:")
-    for key, v in a.items():
-        value = f"{v['value']:g}" if isinstance(v["value"], float) else v["value"]
-        c.print(f"  {key} = {value}  ({v['source']})")
-    m = plan["memory"]
-    sh = m["shape"]
-    c.print(f"Memory for {m['for']} ({_si(m['params'])} params; dim {sh['dim']}, {sh['n_layers']} "
-            f"layers, {sh['n_heads']} heads, {sh['source']}), FSDP full sharding, "
-            f"{'bf16 mixed precision' if m['mixed_precision'] == 'bf16' else 'fp32'}, seq "
-            f"{m['seq_len']} x micro-batch {m['micro_batch']}, {m['gpu']} "
-            f"({m['device_memory_bytes'] / 1e9:.0f} GB less a {m['margin']:.0%} margin = "
-            f"{m['usable_bytes_per_device'] / 1e9:.1f} GB usable; --memory-margin):")
-    for key, name in (("with_checkpointing", "with activation checkpointing"),
-                      ("without_checkpointing", "without")):
-        r = m[key]
-        need = "FSDP alone cannot hold it on any number of GPUs (one gathered block and the " \
-            "activations exceed a GPU; it needs tensor or pipeline parallelism)" \
-            if r["min_gpus"] is None else \
-            f"needs at least {r['min_gpus']} GPUs ({r['min_nodes']} node" \
-            f"{'s' if r['min_nodes'] > 1 else ''} of 8)"
-        terms = ", ".join(f"{t} {r[k] / 1e9:.2f}" for t, k in (
-            ("parameters", "params_bytes"), ("gradients", "grads_bytes"),
-            ("optimiser", "optimizer_bytes"), ("unsharded units", "unsharded_bytes"),
-            ("activations", "activations_bytes")))
-        c.print(f"  {name}: {r['total_bytes_per_device'] / 1e9:.1f} GB per GPU on "
-                f"{r['world_size']} GPUs at its peak ({r['peak_phase']}: {terms} GB); {need}")
-    if plan.get("fit_interval") is not None:
-        render_fit_interval(c, plan["fit_interval"], fit["name"])
-    if plan.get("regions"):
-        render_regions(c, plan["regions"], plan["regions_for"])
-    if plan.get("id"):
-        c.print(f"Stored as plan {plan['id']}.")
-
-
-def render_regions(c: Console, rows: list[dict], label: str) -> None:
-    t = Table(title=f"where to train ({label}, training only)")
-    for col in ("rank", "region", "kg/kWh", "MWh", "tCO2eq", "x best", "$/GPU-h", "cost $",
-                "intensity source"):
-        t.add_column(col, justify="left" if col in ("region", "intensity source") else "right",
-                     no_wrap=col != "intensity source")
-    for r in rows:
-        t.add_row(str(r["rank"]), r["region"], f"{r['intensity_kg_per_kwh']:.3f}",
-                  f"{r['energy_mwh']:.4g}", f"{r['tco2eq']:.4g}",
-                  _num(r["tco2eq_vs_best"], ".2f"), _num(r["price_usd_per_gpu_hour"], ".2f"),
-                  _si(r["cost_usd"]), r["intensity_source"])
-    c.print(t)
-
-
-def render_fit_interval(c: Console, fi: dict, name: str) -> None:
-    if not fi["rows"]:
-        c.print(f"Fit {name} has no bootstrap draws: refit with --bootstrap N to see its "
-                "uncertainty.")
-        return
-    t = Table(title=f"across fit {name}'s uncertainty: {fi['n_bootstrap']} bootstrap refits, "
-                    f"ranked by compute-optimal N at {fi['budget_flops']:.3g} FLOPs")
-    for col in ("pct", "E", "alpha", "beta", "option", "params", "tokens", "tok/param",
-                "GPU-hours", "cost $", "tCO2eq"):
-        t.add_column(col, justify="left" if col == "option" else "right", no_wrap=True)
-    for row in fi["rows"]:
-        k = row["constants"]
-        head = [f"p{round(100 * row['quantile'])}", f"{k['E']:.3f}", f"{k['alpha']:.3f}",
-                f"{k['beta']:.3f}"]
-        if row["unreachable"]:
-            t.add_row(*head, "target loss <= E: unreachable", *[""] * 6)
-        for i, o in enumerate(row["options"]):
-            t.add_row(*(head if i == 0 else [""] * 4), o["label"], _si(o["params"]),
-                      _si(o["tokens"]), f"{o['tokens_per_param']:.1f}", _si(o["gpu_hours"]),
-                      _si(o["cost_usd"]), f"{o['tco2eq']:.4g}")
-    c.print(t)
-
-
-def models_table(rows: list[dict]) -> Table:
-    t = Table(title="model presets")
-    cols = [("name", "name"), ("params", "params"), ("dim", "dim"), ("layers", "n_layers"),
-            ("heads", "n_heads"), ("kv heads", "n_kv_heads"), ("ffn hidden", "ffn_hidden"), ("vocab", "vocab_size"),
-            ("seq", "seq_len"), ("peak lr", "lr"), ("batch tokens", "batch_tokens"),
-            ("train tokens", "train_tokens")]
-    for head, _ in cols:
-        t.add_column(head, justify="left" if head == "name" else "right", no_wrap=True)
-    for r in rows:
-        t.add_row(*[f"{r[k]:,}" if isinstance(r[k], int) and k != "name" else
-                    (f"{r[k]:.1e}" if k == "lr" else str(r[k])) for _, k in cols])
-    return t
-
-
-
-
 # --- data (issue 4) -------------------------------------------------------------------------
 data_app = typer.Typer(help="Prepare token datasets (tokenizer, shards, manifest); list, show.",
                        no_args_is_help=True, rich_markup_mode=None)
@@ -415,7 +252,7 @@ def data_prepare(
     and validation splits), streaming in bounded memory; an interrupted prepare resumes."""
     from orchestrator.data import prepare_command
 
-    with _progress_bars() as progress:
+    with StageBars(err()) as progress:
         m = prepare_command(sources or [], demo, name, home_of(ctx), mixture, vocab_size,
                             tokens, progress, memory=memory, val_fraction=val_fraction,
                             seed=seed, tokenizer=tokenizer, text_field=text_field,
@@ -440,7 +277,7 @@ def data_import(
     against the tokenizer's vocabulary and (Megatron) the index, given shards and a manifest."""
     from orchestrator.data.importer import import_tokens
 
-    with _progress_bars() as progress:
+    with StageBars(err()) as progress:
         m = import_tokens(name, train, val, tokenizer, home_of(ctx), dtype=dtype,
                           separator=separator, source=source, progress=progress)
     emit(ctx, m, lambda c: render_dataset(c, m), json_)
@@ -453,24 +290,7 @@ def data_list(ctx: typer.Context, json_: JsonOpt = False):
 
     rows = list_datasets(home_of(ctx))
 
-    def human(c: Console):
-        if not rows:
-            c.print("No datasets yet. Make one with `python cli.py data prepare --demo`.")
-            return
-        t = Table(title=f"{len(rows)} dataset(s)")
-        for col in ("name", "train tokens", "val tokens", "vocab", "sources", "created (UTC)"):
-            t.add_column(col, no_wrap=True)
-        for r in rows:
-            if "error" in r:
-                t.add_row(r["name"], "", "", "", r["error"], "")
-                continue
-            t.add_row(r["name"], f"{r['train_tokens']:,}", f"{r['val_tokens']:,}",
-                      str(r["vocab_size"]),
-                      ", ".join(f"{k} {v:.1%}" for k, v in r["sources"].items()),
-                      r["created_at"][:19])
-        c.print(t)
-
-    emit(ctx, rows, human, json_)
+    emit(ctx, rows, lambda c: render_datasets(c, rows), json_)
 
 
 @data_app.command("show")
@@ -483,53 +303,6 @@ def data_show(ctx: typer.Context,
 
     m = show_dataset(dataset, home_of(ctx), verify=verify)
     emit(ctx, m, lambda c: render_dataset(c, m), json_)
-
-
-def render_dataset(c: Console, m: dict) -> None:
-    t = Table(title=f"dataset {m['name']} (tokenizer {m['tokenizer']['id']}, vocab "
-                    f"{m['vocab_size']}, {m['dtype']}, mixture {m['mixture'] or 'as given'})")
-    for col in ("source", "docs", "MB", "tokens", "weight", "share", "sampled tokens", "epochs",
-                "val tokens", "duplicates (removed)"):
-        t.add_column(col, no_wrap=True, justify="left" if col == "source" else "right")
-    for s in m["sources"]:
-        dups = s.get("duplicate_documents")
-        t.add_row(s["name"], f"{s['documents']:,}", f"{s['bytes'] / 1e6:.1f}", f"{s['tokens']:,}",
-                  f"{s['weight']:g}", f"{s['proportion']:.1%}", f"{s['sampled_tokens']:,}",
-                  f"{s['epochs']:.2f}", f"{s['val_tokens']:,}",
-                  "" if dups is None else f"{dups:,} ({s.get('duplicates_removed', 0):,})")
-    c.print(t)
-    for split, info in m["splits"].items():
-        c.print(f"{split}: {info['n_tokens']:,} tokens, {info['n_documents']:,} documents, "
-                f"{len(info['shards'])} shard(s)")
-    c.print(f"at {m['path']}" + (f"; prepared in {m['timings_s']['total']:.1f} s"
-                             if m.get("timings_s") else "")
-            + ("; checksums verified" if m.get("verified") else ""))
-
-
-class _progress_bars:
-    """Rich progress bars on stderr (only on a terminal), one per stage: (stage, done, total)."""
-
-    def __enter__(self):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.bars = Progress(TextColumn("{task.description:<26}"), BarColumn(),
-                             MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                             console=err(), disable=not sys.stderr.isatty())
-        self.tasks: dict[str, Any] = {}
-        self.bars.start()
-        return self.update
-
-    def update(self, stage: str, done: float, total: float) -> None:
-        if stage not in self.tasks:
-            unit = {"gather": "sources", "read": "sources", "tokenizer": "pieces",
-                    "tokenise": "characters"}.get(stage, "tokens")
-            self.tasks[stage] = self.bars.add_task(f"{stage} ({unit})", total=total)
-        self.bars.update(self.tasks[stage], completed=done, total=total)
-
-    def __exit__(self, *exc):
-        self.bars.stop()
-
 
 
 # --- train (issue 5) ------------------------------------------------------------------------
@@ -596,52 +369,14 @@ def train_cmd(
     else:
         base = None
     spec = build(base, config, given)
-    want_json = json_ or g(ctx).json
-    live = {"progress": None}
-
-    def on_start(info: dict) -> None:
-        from reports.live import TrainProgress
-
-        launch = info["launch"]
-        if launch is None:  # a remote job (--address http://...): its steps arrive as events
-            if not want_json and not events:
-                err().print(f"run {info['run_id']}: submitted to {info['dashboard_url']} "
-                            f"(token file: {info['token_path']}); following its job log")
-            return
-        if not want_json and not events:
-            c = err()
-            c.print(f"run {info['run_id']}: {launch['preset']} on {launch['workers']} "
-                    f"{launch['device']} worker(s), {launch['max_steps']} steps of "
-                    f"{launch['batch_tokens']:,} tokens; checkpoints in "
-                    f"{info.get('checkpoints') or info['run_dir']}")
-            if info.get("dashboard_url"):
-                c.print(f"Ray dashboard: {info['dashboard_url']} (token file: {info['token_path']})")
-        run_cfg = store.get_run(info["run_id"]).config
-        live["progress"] = TrainProgress(launch["max_steps"], launch["tokens"], run_cfg["pue"],
-                                         run_cfg["intensity_kg_per_kwh"]).__enter__()
-
-    def progress(m: dict) -> None:
-        if want_json or events:
-            return
-        if live["progress"] is not None:
-            live["progress"](m)
-        elif m.get("step") is not None:  # remote: one line per step event
-            loss = f"{m['loss']:.4f}" if m.get("loss") is not None else "-"
-            err().print(f"step {m['step']}  loss {loss}  tokens {m.get('tokens', 0):,}  "
-                        f"energy {m.get('energy_joules', 0.0):.1f} J")
-
-    def event_line(e: dict) -> None:
-        sys.stdout.write("@tally " + json.dumps(e, default=str) + "\n")
-        sys.stdout.flush()
-
     store = store_of(ctx)
+    view = TrainOutput(store, err(), quiet=json_ or g(ctx).json or events)
     try:
         result = train(store, home_of(ctx), spec, resume=resume, dry_run=dry_run,
-                       progress=progress, on_start=on_start,
-                       events=event_line if events else None)
+                       progress=view.progress, on_start=view.on_start,
+                       events=view.event_line if events else None)
     finally:
-        if live["progress"] is not None:
-            live["progress"].__exit__(None, None, None)
+        view.close()
     if events:
         return
     if not result.get("dry_run"):
@@ -649,27 +384,6 @@ def train_cmd(
 
         result = list_runs(store, run_ids=[result["id"]])[0]
     emit(ctx, result, lambda c: render_train(c, result), json_)
-
-
-def render_train(c: Console, result: dict) -> None:
-    if result.get("dry_run"):
-        t = Table(title="launch plan (dry run: nothing started)", show_header=False)
-        t.add_column("key", style="bold")
-        t.add_column("value")
-        for k, v in result["launch"].items():
-            t.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
-        t.add_row("pre-flight", result.get("preflight", ""))
-        mem = result.get("memory") or {}
-        if mem.get("total_bytes_per_device"):
-            t.add_row("memory per device", f"{mem['total_bytes_per_device'] / 1e9:.2f} GB")
-        for k, v in (result.get("prediction") or {}).items():
-            t.add_row(f"predicted {k}", _num(v, ",.4g") if isinstance(v, (int, float)) else str(v))
-        for k, v in result.get("assumptions", {}).items():
-            t.add_row(k, str(v))
-        c.print(t)
-        return
-    c.print(runs_table([result]))
-
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -692,19 +406,6 @@ def export_cmd(
     emit(ctx, info, lambda c: render_export(c, info), json_)
 
 
-def render_export(c: Console, info: dict) -> None:
-    c.print(f"run {info['run_id']} step {info['step']} -> {info['out']} ({info['format']}, "
-            f"{info['dtype']}, {info['params']:,} parameters)")
-    t = Table()
-    t.add_column("file")
-    t.add_column("bytes", justify="right")
-    for name, size in info["files"].items():
-        t.add_row(name, f"{size:,}")
-    c.print(t)
-    c.print(f"tokenizer {info['tokenizer']['id']} (bos {info['tokenizer']['bos_id']}, eos "
-            f"{info['tokenizer']['eos_id']}); {info['seconds']['total']:.1f} s")
-
-
 # --- report (issue 7) -----------------------------------------------------------------------
 report_app = typer.Typer(help="Carbon, cost and per-run reports.", no_args_is_help=True,
                          rich_markup_mode=None)
@@ -719,14 +420,13 @@ CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="Also write the per
 def report_carbon(
     ctx: typer.Context, json_: JsonOpt = False, run: RunsOpt = None, since: SinceOpt = None,
     preset: PresetOpt = None,
-    pue: Annotated[Optional[float], typer.Option(help="Override every run's PUE (LLaMA: 1.1).")] = None,
-    intensity: Annotated[Optional[float], typer.Option(help="Override the grid intensity, kg CO2eq/kWh (LLaMA: 0.385).")] = None,
-    region: Annotated[Optional[str], typer.Option(help="Override the grid intensity by region: gcp:europe-west9, FRA, us:iowa.")] = None,
+    pue: PueOpt = None, intensity: IntensityOpt = None, region: RegionOpt = None,
     reference: Annotated[Optional[str], typer.Option(help="Add a published reference: llama (Table 15).")] = None,
     csv: CsvOpt = None,
     emissions_csv: Annotated[Optional[str], typer.Option("--emissions-csv", help="Write the runs in codecarbon's emissions.csv columns.")] = None,
 ):
-    """Energy (measured or estimated), MWh and tCO2eq per run and in total."""
+    """Energy (measured or estimated), MWh and tCO2eq per run and in total. --pue, --intensity
+    and --region, when given, replace what each run recorded."""
     from reports import export, render
     from reports.carbon import Overrides, carbon_report
 
@@ -744,10 +444,11 @@ def report_carbon(
 def report_cost(
     ctx: typer.Context, json_: JsonOpt = False, run: RunsOpt = None, since: SinceOpt = None,
     preset: PresetOpt = None,
-    price: Annotated[Optional[float], typer.Option(help="Price in $ per GPU-hour for every run (default: run config, else the GPU catalogue).")] = None,
+    price: PriceOpt = None,
     csv: CsvOpt = None,
 ):
-    """GPU-hours x price per GPU-hour, per run and in total."""
+    """GPU-hours x price per GPU-hour, per run and in total. --price, when given, replaces
+    what each run recorded."""
     from reports import export, render
     from reports.cost import cost_report
 
@@ -763,11 +464,10 @@ def report_run(
     ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="A run id from `runs`.")],
     json_: JsonOpt = False,
     plot: Annotated[Optional[str], typer.Option(help="Write loss, tokens/s and power over time to this PNG.")] = None,
-    pue: Annotated[Optional[float], typer.Option(help="Override the run's PUE.")] = None,
-    intensity: Annotated[Optional[float], typer.Option(help="Override the grid intensity, kg CO2eq/kWh.")] = None,
-    region: Annotated[Optional[str], typer.Option(help="Override the grid intensity by region.")] = None,
+    pue: PueOpt = None, intensity: IntensityOpt = None, region: RegionOpt = None,
 ):
-    """One run: summary, footprint, loss / tokens-per-s / power over time (terminal and PNG)."""
+    """One run: summary, footprint, loss / tokens-per-s / power over time (terminal and PNG).
+    --pue, --intensity and --region, when given, replace what the run recorded."""
     from reports import render
     from reports.carbon import Overrides
     from reports.run_report import run_report
@@ -775,7 +475,6 @@ def report_run(
     doc = run_report(store_of(ctx), run_id, plot=plot,
                      overrides=Overrides(pue=pue, intensity_kg_per_kwh=intensity, region=region))
     emit(ctx, doc, lambda c: render.run(c, doc), json_)
-
 
 
 # --- cluster, dashboard (issue 8) -----------------------------------------------------------
@@ -802,25 +501,6 @@ def cluster_check(ctx: typer.Context,
         raise typer.Exit(2)
 
 
-def render_cluster_check(c: Console, r: dict) -> None:
-    c.print(f"{r['file']}: provider {r['provider']}, cluster {r['cluster_name']!r}, "
-            f"up to {r['max_workers']} worker node(s)")
-    for n in r["node_types"]:
-        role = "head" if n["head"] else f"workers {n['min_workers']}-{n['max_workers']}"
-        gpus = {None: "", 0: ", no GPU"}.get(n["instance_gpus"],
-                                             f", {n['instance_gpus']}x {n['gpu_model']}")
-        c.print(f"  {n['name']}: {role}, {n['instance_type']}{gpus}, "
-                f"resources {json.dumps(n['resources'])}")
-    c.print(f"Ray schema and config validation: {r['ray_validation']}")
-    for w in r["warnings"]:
-        c.print(f"  warning: {w}")
-    if r["ok"]:
-        c.print("tally rules: ok (token auth on every node, dashboard on loopback, head runs no "
-                "training, GPU counts match)")
-    for p in r["problems"]:
-        c.print(f"  fix: {p}")
-
-
 @app.command("dashboard")
 def dashboard(ctx: typer.Context,
               stop: Annotated[bool, typer.Option("--stop", help="Stop the head this TALLY_HOME started.")] = False,
@@ -843,21 +523,6 @@ def dashboard(ctx: typer.Context,
     info = start_head(home_of(ctx), host=host, port=port, allow_remote=allow_remote,
                       auth=not no_auth, num_cpus=num_cpus)
     emit(ctx, info, lambda c: render_dashboard(c, info), json_)
-
-
-def render_dashboard(c: Console, i: dict) -> None:
-    state = "started" if i["started"] else "already running"
-    c.print(f"Ray dashboard: {i['dashboard_url']} ({state}, authentication: {i['auth']})")
-    c.print(f"Jobs API: python cli.py train tiny --address {i['address']}")
-    if i["token_path"]:
-        c.print(f"token file: {i['token_path']} (mode 0600; the dashboard asks for its contents)")
-    c.print(f"Prometheus metrics: http://127.0.0.1:{i['metrics_port']}/metrics (not protected "
-            "by the token)")
-    if i.get("session_dir"):
-        c.print(f"Grafana dashboards: {i['session_dir']}/metrics/grafana/dashboards")
-    c.print(f"log: {i['log']}; stop it with: python cli.py dashboard --stop")
-
-
 
 
 # --- schedule (issue 9) ---------------------------------------------------------------------
@@ -888,32 +553,6 @@ def schedule_simulate(
                            deadline=deadline, threshold_g_per_kwh=threshold, start=start,
                            zone=zone, max_hold=max_hold)
     emit(ctx, res, lambda c: render_simulation(c, res), json_)
-
-
-def render_simulation(c: Console, res: dict) -> None:
-    sig = res["signal"]
-    skipped = ", ".join(f"{n} {k}" for k, n in sig["skipped_rows"].items()) or "none"
-    if sig["source"] == "static":
-        c.print(f"signal: {sig['zone']} yearly average from {sig['path']}, the same every hour")
-    else:
-        c.print(f"signal: {sig['source']} {sig['zone'] or ''} {sig['path'] or ''}, "
-                f"{sig['intervals']} intervals {sig['start']} .. {sig['end']}")
-        c.print(f"read: skipped rows: {skipped}; missing points bridged: {sig['bridged_points']} "
-                f"(last value held up to {sig['max_hold_s'] / 3600:g} h); gaps left: "
-                f"{len(sig['gaps'])}")
-    c.print(f"job: {res['energy_mwh']:g} MWh over {res['duration_hours']:g} h "
-            f"({res['power_mw']:.4g} MW), start {res['start']}, deadline {res['deadline']}; "
-            f"threshold {res['threshold_g_per_kwh']:.0f} g/kWh ({res['threshold_source']})")
-    t = Table()
-    for col in ("policy", "start", "finish", "pauses", "paused h", "tCO2eq", "saved tCO2eq",
-                "saved %"):
-        t.add_column(col, no_wrap=True, justify="left" if col in ("policy", "start", "finish")
-                     else "right")
-    for r in res["policies"]:
-        t.add_row(r["policy"], r["start"], r["finish"], str(r["pauses"]),
-                  f"{r['paused_hours']:.1f}", _num(r["tco2eq"], ".4f"),
-                  _num(r["saved_tco2eq"], ".4f"), _num(r["saved_percent"], ".1f"))
-    c.print(t)
 
 
 @schedule_app.command("add")
@@ -967,19 +606,6 @@ def schedule_list(ctx: typer.Context, json_: JsonOpt = False,
     emit(ctx, rows, lambda c: c.print(jobs_table(rows)), json_)
 
 
-def jobs_table(rows: list[dict]) -> Table | str:
-    if not rows:
-        return "No jobs. Queue one with `python cli.py schedule add tiny`."
-    t = Table(title=f"{len(rows)} job(s)")
-    for col in ("id", "priority", "status", "preset", "policy", "deadline", "run", "message"):
-        t.add_column(col, no_wrap=col != "message")
-    for r in rows:
-        o = r["options"]
-        t.add_row(r["id"], str(r["priority"]), r["status"], r["preset"], o.get("policy") or "",
-                  o.get("deadline") or "", r["run_id"] or "", r["message"] or "")
-    return t
-
-
 @schedule_app.command("run")
 def schedule_run(
     ctx: typer.Context,
@@ -997,23 +623,6 @@ def schedule_run(
         raise BadInput(f"--now {now!r} is not an ISO time (e.g. 2026-11-20T06:00Z)") from None
     res = run_queue(store_of(ctx), now=at, dry_run=dry_run)
     emit(ctx, res, lambda c: render_queue(c, res), json_)
-
-
-def render_queue(c: Console, res: dict) -> None:
-    for s in res["started"]:
-        c.print(f"started {s['job_id']}: run {s['run_id'] or '-'} {s['status']}")
-    if not res["decisions"]:
-        c.print(f"{res['time']}: no queued jobs left")
-        return
-    t = Table(title=f"queue at {res['time']}" + (" (dry run)" if res["dry_run"] else ""))
-    for col in ("job", "decision", "at", "expected tCO2eq", "if now", "why"):
-        t.add_column(col, no_wrap=col != "why")
-    for d in res["decisions"]:
-        why = "; ".join(x for x in [d["reason"], *d["warnings"]] if x)
-        t.add_row(d["job_id"], d["action"], d["start_at"] or "",
-                  _num(d["expected_tco2eq"], ".4f"), _num(d["tco2eq_if_now"], ".4f"), why)
-    c.print(t)
-
 
 
 # --- sweep, fit (issue 10) ------------------------------------------------------------------
@@ -1047,34 +656,6 @@ def sweep_cmd(
                          f"training budget {item.point.budget_flops:.2g} FLOPs, "
                          f"N={item.point.params:,}, D={item.point.tokens:,}"))
     emit(ctx, info, lambda c: render_sweep(c, info), json_)
-
-
-def render_sweep(c: Console, info: dict) -> None:
-    a = info["assumptions"]
-    t = Table(title=f"sweep {info['sweep_id']} on {info['data']!r} (seed {info['seed']})")
-    for col in ("budget FLOPs", "#", "params", "dim x layers", "tokens", "tok/param", "steps",
-                "pred. time", "status", "val loss", "run"):
-        t.add_column(col, justify="left" if col in ("status", "run", "dim x layers") else "right")
-    for p in info["points"]:
-        m = p["model_args"]
-        t.add_row(f"{p['budget_flops']:.2g}", str(p["size_index"]), f"{p['params']:,}",
-                  f"{m['dim']}x{m['n_layers']}", f"{p['tokens']:,}", f"{p['tokens_per_param']:.1f}",
-                  f"{p['steps']:,}", _secs(p["predicted_time_s"]), p["status"],
-                  _num(p["val_loss"], ".4f"), p["run_id"] or "")
-    c.print(t)
-    for p in info["points"]:
-        for note in p["notes"] + ([p["note"]] if p["note"] else []):
-            c.print(f"note (C={p['budget_flops']:.2g}, #{p['size_index']}): {note}")
-    c.print(f"{info['done']} done, {info['todo']} to train, predicted {_secs(info['predicted_time_s_left'])} "
-            f"left at an assumed {a['flops_per_s']:.3g} FLOP/s (6*N*D; --flops-per-s); "
-            f"lr {a['lr']}, batch {a['batch_tokens']} tokens, seq {a['seq_len']}, vocab {a['vocab_size']}")
-    if info["dry_run"]:
-        c.print("dry run: nothing trained. Fit the finished runs with "
-                f"`cli.py fit NAME --sweep {info['sweep_id']}`.")
-
-
-def _secs(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
 @app.command("fit")
@@ -1116,45 +697,6 @@ def fit_cmd(
     emit(ctx, data, lambda c: render_fit(c, rec), json_)
 
 
-def render_fit(c: Console, rec: dict) -> None:
-    d, k = rec["details"], rec["constants"]
-    iv, level = d.get("intervals", {}), d.get("level", 0.9)
-    t = Table(title=f"fit {rec['name']}: L(N, D) = E + A/N^alpha + B/D^beta "
-                    f"({d.get('n_runs')} runs, {d.get('n_bootstrap', 0)} bootstrap refits)")
-    for col in ("constant", "value", f"{level:.0%} interval"):
-        t.add_column(col, justify="left" if col == "constant" else "right")
-    values = {**k, **d.get("exponents", {})}
-    for key, label in (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "alpha"), ("beta", "beta"),
-                       ("a", "a = beta/(alpha+beta)  (N_opt ~ C^a)"),
-                       ("b", "b = alpha/(alpha+beta) (D_opt ~ C^b)")):
-        lo_hi = iv.get(key)
-        t.add_row(label, f"{values[key]:.4g}", f"{lo_hi[0]:.4g} .. {lo_hi[1]:.4g}" if lo_hi else "")
-    c.print(t)
-    r = Table(title="residuals (loss - predicted)")
-    for col in ("run", "params", "tokens", "loss", "predicted", "residual", "%"):
-        r.add_column(col, justify="left" if col == "run" else "right")
-    for x in d.get("residuals", []):
-        r.add_row(str(x["run_id"]), f"{x['params']:,.0f}", f"{x['tokens']:,.0f}", f"{x['loss']:.4f}",
-                  f"{x['predicted']:.4f}", f"{x['residual']:+.4f}", f"{x['residual_pct']:+.2f}")
-    c.print(r)
-    if d.get("holdout"):
-        h = Table(title="held-out runs (not fitted): loss - predicted")
-        for col in ("run", "params", "tokens", "loss", "predicted", "error", "%"):
-            h.add_column(col, justify="left" if col == "run" else "right")
-        for x in d["holdout"]:
-            h.add_row(str(x["run_id"]), f"{x['params']:,.0f}", f"{x['tokens']:,.0f}", f"{x['loss']:.4f}",
-                      f"{x['predicted']:.4f}", f"{x['error']:+.4f}", f"{x['error_pct']:+.2f}")
-        c.print(h)
-    for note in d.get("notes", []):
-        c.print(f"note: {note}")
-    c.print(f"method: {d.get('method', '')}")
-    if "replaced" in rec:
-        c.print(f"stored as {rec['name']!r}" + (" (replacing the earlier fit)" if rec["replaced"] else "")
-                + "; `plan --fit " + rec["name"] + "` uses it")
-    if rec.get("plot"):
-        c.print(f"plot: {rec['plot']}")
-
-
 @app.command("fits")
 def fits_cmd(ctx: typer.Context, json_: JsonOpt = False):
     """List the stored scaling-law fits."""
@@ -1162,23 +704,7 @@ def fits_cmd(ctx: typer.Context, json_: JsonOpt = False):
 
     rows = list_fits(store_of(ctx))
 
-    def human(c: Console) -> None:
-        if not rows:
-            c.print("No fits yet. Make one with `python cli.py fit NAME --sweep SWEEP_ID`.")
-            return
-        t = Table(title=f"{len(rows)} fit(s)")
-        for col in ("name", "E", "A", "B", "alpha", "beta", "a", "b", "runs", "created (UTC)"):
-            t.add_column(col, justify="left" if col in ("name", "created (UTC)") else "right")
-        for f in rows:
-            k, e = f["constants"], f["exponents"] or {}
-            t.add_row(f["name"], *(f"{k[x]:.4g}" for x in ("E", "A", "B", "alpha", "beta")),
-                      _num(e.get("a"), ".3f"), _num(e.get("b"), ".3f"), str(f["n_runs"]),
-                      f["created_at"][:19])
-        c.print(t)
-
-    emit(ctx, rows, human, json_)
-
-
+    emit(ctx, rows, lambda c: render_fits(c, rows), json_)
 
 
 # `tally` when installed (the console script), `cli.py` from a checkout

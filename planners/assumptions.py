@@ -11,6 +11,22 @@ from planners.errors import BadInput
 from planners.hardware import GPU, LLAMA_GPU, get_gpu, gpu_for_device_name
 
 
+# The help of each assumption option, declared once for every command that takes it (`plan`,
+# `train`, `report carbon|cost|run`, `schedule`): the same words, the same defaults.
+OPTION_HELP = {
+    "gpu": "GPU type (a100-40gb, a100-80gb, h100-sxm, h100-pcie, h200, ...; `plan` also takes cpu, "
+           "this machine): its peak FLOP/s, memory, power and price. Default: detected from NVML "
+           "on the training nodes, else LLaMA's a100-80gb.",
+    "gpu_power": "GPU board power in W (default: the GPU's TDP; 400 W for LLaMA's A100).",
+    "pue": "Data-centre PUE (default: LLaMA's 1.1).",
+    "intensity": "Grid carbon intensity in kg CO2eq/kWh (default: LLaMA's 0.385); not with "
+                 "--region.",
+    "region": "Grid region whose intensity is used (gcp:europe-west9, FRA, us:iowa); not with "
+              "--intensity.",
+    "price": "$ per GPU-hour (default: the GPU's catalogue price).",
+}
+
+
 def resolve_gpu(given: str | None, detected: str | None, device: str) -> dict:
     """{"gpu": catalogue name or None (CPU), "gpu_source": where it came from, "gpu_warning":
     a sentence when the figures are a stand-in}. `detected`: NVML's device name on the

@@ -20,6 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from planners.assumptions import OPTION_HELP
 from planners.errors import BadInput
 
 GROUPS = ("model", "data", "schedule", "placement", "storage", "footprint", "carbon", "budget",
@@ -65,8 +66,7 @@ class RunSpec:
     # -- placement and devices
     workers: int = opt(1, "placement", "Ray Train workers (one GPU each on GPU nodes).")
     device: str = opt("auto", "placement", "auto, cpu or cuda.")
-    gpu: str | None = opt(None, "placement", "GPU type for MFU peak, memory and footprint "
-                          "(a100-80gb, h100-sxm, ...); default: detected from NVML.")
+    gpu: str | None = opt(None, "placement", OPTION_HELP["gpu"])
     activation_checkpointing: bool = opt(False, "placement", "Recompute each block in backward.")
     compile: bool = opt(False, "placement", "torch.compile each block.")
     max_failures: int = opt(3, "placement", "Worker-group restarts Ray may make.")
@@ -83,12 +83,11 @@ class RunSpec:
                                        "100).")
     keep_last: int = opt(3, "storage", "Complete checkpoints to keep.")
     # -- footprint assumptions
-    pue: float | None = opt(None, "footprint", "Data-centre PUE (default LLaMA's 1.1).")
-    intensity_kg_per_kwh: float | None = opt(None, "footprint", "Grid intensity, kg CO2eq/kWh "
-                                             "(default LLaMA's 0.385).", flag="--intensity")
-    region: str | None = opt(None, "footprint", "Grid region for the intensity "
-                             "(gcp:europe-west9, FRA, us:iowa).")
-    price_usd_per_gpu_hour: float | None = opt(None, "footprint", "Price per GPU-hour in $.",
+    pue: float | None = opt(None, "footprint", OPTION_HELP["pue"])
+    intensity_kg_per_kwh: float | None = opt(None, "footprint", OPTION_HELP["intensity"],
+                                             flag="--intensity")
+    region: str | None = opt(None, "footprint", OPTION_HELP["region"])
+    price_usd_per_gpu_hour: float | None = opt(None, "footprint", OPTION_HELP["price"],
                                                flag="--price")
     # -- carbon policy
     carbon_aware: bool = opt(False, "carbon", "Time the run by a carbon-intensity forecast "
