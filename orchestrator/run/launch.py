@@ -34,6 +34,9 @@ class LaunchPlan:
     checkpoint_every: int
     notes: list[str] = field(default_factory=list)
     activation_checkpointing: bool = False
+    # reduce-scatter the gradients after every micro-batch instead of only the last: FSDP2
+    # otherwise keeps each worker's unsharded fp32 gradients between micro-batches
+    sync_each_micro_batch: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -46,6 +49,7 @@ class LaunchPlan:
             "tokens": self.max_steps * self.tokens_per_step,
             "checkpoint_every": self.checkpoint_every, "notes": self.notes,
             "activation_checkpointing": self.activation_checkpointing,
+            "sync_each_micro_batch": self.sync_each_micro_batch,
         }
 
 
@@ -114,15 +118,53 @@ def plan_launch(preset: Preset, *, workers: int, device: str, cpus_per_worker: i
                       tokens_per_step, every, notes, activation_checkpointing)
 
 
+def launch_memory(preset: Preset, plan: LaunchPlan) -> dict:
+    """The memory plan of one launch (planners/memory.py): what each worker holds at its peak."""
+    from planners.memory import plan_memory
+
+    return plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=plan.micro_batch,
+                       world_size=plan.workers, activation_checkpointing=plan.activation_checkpointing,
+                       mixed_precision=plan.device == "cuda",
+                       grad_accumulation=plan.accumulation > 1 and not plan.sync_each_micro_batch)
+
+
+def fit_to_gpu(preset: Preset, plan: LaunchPlan, gpu, *, choose_micro_batch: bool) -> LaunchPlan:
+    """The launch adjusted to the GPU's usable memory (less the stated margin): the largest
+    divisor of each worker's sequences (up to the planned micro-batch) when
+    `choose_micro_batch` (no --micro-batch given), and, with gradient accumulation, gradients
+    reduce-scattered after every micro-batch when FSDP2's unsharded accumulated gradients do not
+    fit. Unchanged when nothing fits (the pre-flight then says what the launch needs)."""
+    from dataclasses import replace
+
+    from planners.memory import usable_bytes
+
+    cap = usable_bytes(gpu.memory_bytes)
+    per_worker = plan.global_batch // plan.workers
+    micros = range(plan.micro_batch, 0, -1) if choose_micro_batch else [plan.micro_batch]
+    for micro in micros:
+        if per_worker % micro:
+            continue
+        for sync in (False, True) if micro < per_worker else (False,):
+            trial = replace(plan, micro_batch=micro, accumulation=per_worker // micro,
+                            sync_each_micro_batch=sync)
+            if launch_memory(preset, trial)["total_bytes_per_device"] > cap:
+                continue
+            notes = list(plan.notes)
+            if micro != plan.micro_batch:
+                notes.append(f"micro-batch {micro}: the largest that fits {gpu.label} memory")
+            if sync:
+                notes.append("gradients reduce-scattered after every micro-batch: the unsharded "
+                             f"accumulated gradients would not fit {gpu.label} memory")
+            return replace(trial, notes=notes)
+    return plan
+
+
 def preflight(preset: Preset, plan: LaunchPlan, capacity: dict, gpu) -> dict:
     """The memory plan against the cluster: BadInput with what it needs when it cannot hold it.
     `gpu`: the launch's GPU (planners.hardware.GPU), None for CPU workers."""
-    from planners.memory import plan_memory, usable_bytes
+    from planners.memory import usable_bytes
 
-    mixed = plan.device == "cuda"
-    mem = plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=plan.micro_batch,
-                      world_size=plan.workers, activation_checkpointing=plan.activation_checkpointing,
-                      mixed_precision=mixed, grad_accumulation=plan.accumulation > 1)
+    mem = launch_memory(preset, plan)
     need = mem["total_bytes_per_device"]
     if plan.device == "cuda":
         if plan.workers > capacity["gpus"]:

@@ -10,7 +10,8 @@ from model.presets import Preset
 from orchestrator.store.home import Home
 from orchestrator.store import Store
 from orchestrator.run.launch import (_device, _open_data, footprint_assumptions, gpus_needed,
-                                     local_capacity, plan_launch, predict, preflight,
+                                     fit_to_gpu, local_capacity, plan_launch, predict,
+                                     preflight,
                                      preset_dict, resolve_preset)
 from orchestrator.run.runtime import cluster_capacity, connect, run_on_ray
 from orchestrator.run.spec import FIELDS, RunSpec, stored_settings
@@ -103,35 +104,9 @@ def plan_for(preset: Preset, spec: RunSpec, capacity: dict, device: str | None =
                        activation_checkpointing=spec.activation_checkpointing)
     assumptions = footprint_assumptions(spec, device, capacity)
     gpu = gpu_of(assumptions)
-    if device == "cuda" and spec.micro_batch is None and gpu is not None:
-        plan = _largest_micro_batch_that_fits(preset, plan, gpu)
+    if device == "cuda" and gpu is not None:
+        plan = fit_to_gpu(preset, plan, gpu, choose_micro_batch=spec.micro_batch is None)
     return {"plan": plan, "device": device, "assumptions": assumptions}
-
-
-def _largest_micro_batch_that_fits(preset: Preset, plan, gpu):  # noqa: ANN001 (LaunchPlan, GPU)
-    """With no --micro-batch on GPUs: the largest divisor of each worker's sequences (up to the
-    default) whose memory plan fits within the GPU's usable memory (less the stated margin,
-    planners/memory.py); the default when none does (the
-    pre-flight then says what it needs)."""
-    from dataclasses import replace
-
-    from planners.memory import plan_memory, usable_bytes
-
-    per_worker = plan.global_batch // plan.workers
-    for micro in range(plan.micro_batch, 0, -1):
-        if per_worker % micro:
-            continue
-        mem = plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=micro,
-                          world_size=plan.workers,
-                          activation_checkpointing=plan.activation_checkpointing,
-                          mixed_precision=True, grad_accumulation=micro < per_worker)
-        if mem["total_bytes_per_device"] <= usable_bytes(gpu.memory_bytes):
-            if micro != plan.micro_batch:
-                plan = replace(plan, micro_batch=micro, accumulation=per_worker // micro,
-                               notes=plan.notes + [f"micro-batch {micro}: the largest that "
-                                                   f"fits {gpu.label} memory"])
-            return plan
-    return plan
 
 
 def dry_run_launch(preset: Preset, spec: RunSpec, capacity: dict) -> dict:

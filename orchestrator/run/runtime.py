@@ -147,6 +147,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
         warmup_steps=plan.warmup_steps, seed=spec.seed, checkpoint_every=plan.checkpoint_every,
         keep_last=spec.keep_last, device=device,
         activation_checkpointing=spec.activation_checkpointing, compile=spec.compile,
+        sync_each_micro_batch=plan.sync_each_micro_batch,
         peak_flops=peak_flops(assumptions, device), flops_per_token=flops_per_token(preset.args, plan.seq_len),
         params=preset.params, extra={"threads": plan.cpus_per_worker}, init_from=spec.init_from)
     meters = None

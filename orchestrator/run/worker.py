@@ -45,6 +45,7 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda
     activation_checkpointing: bool = False
     compile: bool = False
+    sync_each_micro_batch: bool = False  # reduce-scatter gradients after every micro-batch
     peak_flops: float | None = None  # per worker; None: measure the fp32 matmul peak (CPU)
     eval_batches: int = 4
     flops_per_token: int = 0
@@ -288,7 +289,7 @@ def train_loop(config: dict) -> None:
         for m in range(accum):
             batch = micro_batches[m].to(device, non_blocking=True)
             if hasattr(model, "set_requires_gradient_sync"):
-                model.set_requires_gradient_sync(m == accum - 1)
+                model.set_requires_gradient_sync(m == accum - 1 or cfg.sync_each_micro_batch)
             loss = model(batch[:, :-1], batch[:, 1:])
             (loss / accum).backward()
             loss_sum += float(loss.detach())

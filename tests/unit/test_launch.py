@@ -77,3 +77,34 @@ def test_tiny_on_this_machine_fits_on_cpu():
     out = dry_run_launch(get_preset("tiny"), RunSpec(preset="tiny", workers=2), CPU_BOX)
     assert out["preflight"] == "fits" and out["launch"]["device"] == "cpu"
     assert out["launch"]["cpus_per_worker"] == 1 and out["prediction"] == {}
+
+
+def test_33b_on_the_cluster_it_needs_fits_by_syncing_every_micro_batch():
+    """With gradient accumulation FSDP2 keeps the unsharded fp32 gradients between micro-batches
+    (132 GB for 33b: more than any GPU): the launch reduce-scatters after every micro-batch
+    instead, and the memory plan, the pre-flight and the worker all follow it."""
+    from orchestrator.run.launch import launch_memory
+
+    out = dry_run_launch(get_preset("33b"), RunSpec(preset="33b"), CPU_BOX)
+    launch = out["launch"]
+    assert launch["accumulation"] > 1 and launch["sync_each_micro_batch"] is True, launch
+    assert "shown on the" in out["preflight"] and "there:" not in out["preflight"], out["preflight"]
+    assert out["memory"]["grad_accumulation"] is False
+    assert any("after every micro-batch" in n for n in launch["notes"])
+    # the same launch holding the unsharded gradients would not fit an A100-80GB
+    from dataclasses import replace
+
+    from orchestrator.run.launch import plan_launch
+    plan = plan_launch(get_preset("33b"), workers=launch["workers"], device="cuda",
+                       cpus_per_worker=1, max_steps=None, tokens=None, batch_tokens=None,
+                       micro_batch=1, lr=None, warmup_steps=None, checkpoint_every=None,
+                       activation_checkpointing=True)
+    held = launch_memory(get_preset("33b"), replace(plan, sync_each_micro_batch=False))
+    assert held["total_bytes_per_device"] > 80e9
+
+
+def test_small_models_keep_gradients_unsharded_between_micro_batches():
+    cap = {"cpus": 16, "gpus": 8, "gpu_name": "NVIDIA H100 80GB HBM3", "memory_bytes": 1e12,
+           "nodes": 1}
+    plan = plan_for(get_preset("1b"), RunSpec(preset="1b", workers=8, micro_batch=1), cap)["plan"]
+    assert plan.accumulation > 1 and plan.sync_each_micro_batch is False
