@@ -718,13 +718,16 @@ def run() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map bad input to exit 2 with one line, run-time failures to exit 1."""
-    from orchestrator.run.stopping import raise_on_sigterm
+    from orchestrator.run import stopping
 
-    raise_on_sigterm()  # SIGTERM (kill, Slurm, systemd, Kubernetes) stops like Ctrl-C
+    stopping.raise_on_sigterm()  # SIGTERM (kill, Slurm, systemd, Kubernetes) stops like Ctrl-C
     command = typer.main.get_command(app)
     verbose = "--verbose" in (argv or sys.argv) or "-v" in (argv or sys.argv)
     try:
         rv = command.main(args=argv, prog_name=PROG, standalone_mode=False)
+        if rv == 130 and stopping.received is not None:  # typer's exit for a KeyboardInterrupt
+            print(f"interrupted by {stopping.name(stopping.received)}", file=sys.stderr)
+            return 128 + stopping.received
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -59,7 +59,8 @@ from __future__ import annotations
 import math
 import sys
 
-from model.presets import ModelArgs, embedding_params, loss_chunk_rows, param_count
+from model.presets import (ModelArgs, block_params, embedding_params, loss_chunk_rows,
+                           param_count)
 from planners.errors import BadInput
 
 GPUS_PER_NODE = 8
@@ -85,14 +86,9 @@ def check_margin(margin: float) -> float:
     return float(margin)
 
 
-def kv_dim(a: ModelArgs) -> int:
-    """Width of K and V: n_kv_heads·head_dim (grouped-query attention), or dim."""
-    return (getattr(a, "n_kv_heads", None) or a.n_heads) * a.head_dim
-
-
 def block_shapes(a: ModelArgs) -> list[tuple[int, int]]:
     """(rows, cols) of each parameter of one transformer block, as model/llama.py builds it."""
-    d, f, q, kv = a.dim, a.ffn_hidden, a.n_heads * a.head_dim, kv_dim(a)
+    d, f, q, kv = a.dim, a.ffn_hidden, a.n_heads * a.head_dim, a.kv_dim
     return [(q, d), (kv, d), (kv, d), (d, q),  # wq, wk, wv, wo
             (f, d), (d, f), (f, d),  # w1, w2, w3
             (d, 1), (d, 1)]  # attention_norm, ffn_norm
@@ -101,10 +97,6 @@ def block_shapes(a: ModelArgs) -> list[tuple[int, int]]:
 def root_shapes(a: ModelArgs) -> list[tuple[int, int]]:
     """The root unit: input embeddings, final norm, untied output projection."""
     return [(a.vocab_size, a.dim), (a.dim, 1), (a.vocab_size, a.dim)]
-
-
-def block_params(a: ModelArgs) -> int:
-    return sum(r * c for r, c in block_shapes(a))
 
 
 def _shard(shapes: list[tuple[int, int]], w: int) -> int:
@@ -119,7 +111,7 @@ def activation_bytes_per_token_layer(a: ModelArgs, mixed_precision: bool = True)
     act = 2 if mixed_precision else 4
     h, f = a.dim, a.ffn_hidden
     rope = a.head_dim // 2 if mixed_precision else a.head_dim  # fp32: cos and sin both kept
-    return act * (6 * h + 2 * kv_dim(a) + 4 * f) + 4 * (2 * h + 2 + rope) \
+    return act * (6 * h + 2 * a.kv_dim + 4 * f) + 4 * (2 * h + 2 + rope) \
         + LSE_BYTES_PER_HEAD * a.n_heads
 
 
@@ -188,7 +180,7 @@ def plan_memory(args: ModelArgs, *, seq_len: int, micro_batch: int, world_size: 
         # attention's backward forms dq, dk, dv and the output's gradient (2h + 2kv per token)
         ffn = dict(phases[f"backward (block {i})"])
         ffn["unsharded_bytes"] += c * 3 * args.dim * args.ffn_hidden
-        ffn["activations_bytes"] += c * (2 * args.dim + 2 * kv_dim(args)
+        ffn["activations_bytes"] += c * (2 * args.dim + 2 * args.kv_dim
                                          - 4 * args.ffn_hidden) * tokens
         phases[f"backward (block {i}, after its feed-forward)"] = ffn
     phases["backward (root)"] = dict(

@@ -185,8 +185,18 @@ def run_tasks(fn: Callable, tasks: list[Task], processes: int, address: str | No
             yield fn(t)
         return
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    with mp.get_context(method).Pool(min(processes, len(tasks)), maxtasksperchild=64) as pool:
+    with mp.get_context(method).Pool(min(processes, len(tasks)), initializer=_quiet_worker,
+                                     maxtasksperchild=64) as pool:
         yield from pool.imap_unordered(fn, tasks)
+
+
+def _quiet_worker() -> None:
+    """A pool worker leaves Ctrl-C and SIGTERM to the parent, which stops the pool (a forked
+    worker would otherwise inherit the CLI's SIGTERM handler and print a traceback each)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_ray(fn: Callable, tasks: list[Task], address: str, home) -> Iterator:

@@ -28,13 +28,24 @@ def name(signum: int) -> str:
         signum, signal.Signals(signum).name)
 
 
+received: int | None = None  # the signal the handler below last turned into Interrupted
+
+
 def raise_on_sigterm() -> None:
-    """SIGTERM raises Interrupted like Ctrl-C does (the CLI's default outside a run)."""
+    """SIGTERM raises Interrupted like Ctrl-C does (the CLI's default outside a run), and both
+    are remembered in `received`: typer turns a KeyboardInterrupt into a silent exit 130, so the
+    CLI reads which signal it was from here."""
+    global received
+    received = None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _raise)
 
 
 def _raise(signum, frame):  # noqa: ANN001
+    global received
+    received = signum
     raise Interrupted(signum)
 
 

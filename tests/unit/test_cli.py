@@ -49,3 +49,23 @@ def test_usage_errors_are_one_line(home, run_cli):
     assert_bad_input(run_cli("runs", "--bogus"), "--bogus")
     assert_bad_input(run_cli("no-such-command"), "no-such-command")
     assert_bad_input(run_cli("runs", "show"), "run_id")
+
+
+def test_sigterm_outside_a_run_exits_143_with_one_line(home, run_cli, monkeypatch):
+    """typer turns a KeyboardInterrupt into a silent exit 130: a SIGTERM (or Ctrl-C) during any
+    command but `train` (here `data prepare`) must still say so and exit 128 + the signal."""
+    import os
+    import signal
+    import time
+
+    import orchestrator.data as data
+
+    def interrupted(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+        raise AssertionError("SIGTERM did not interrupt")
+
+    monkeypatch.setattr(data, "prepare_command", interrupted)
+    res = run_cli("data", "prepare", "x=nothing.txt")
+    assert res.code == 143, res
+    assert res.stderr.strip() == "interrupted by SIGTERM" and not res.stdout
