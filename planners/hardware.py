@@ -2,7 +2,8 @@
 
 Peaks and TDPs: vendor data sheets (../shared/reference/hardware-and-carbon.md). Dense (no 2:4
 sparsity) tensor-core peaks: A100 bf16 312, int8 624 TOPS, no FP8 units; H100 SXM bf16 989,
-fp8 and int8 1979; H100 PCIe 756 / 1513; H200 as H100 SXM (NVIDIA data sheets). Prices move;
+fp8 and int8 1979; H100 PCIe 756 / 1513; H200 as H100 SXM; A100 PCIe 40GB 250 W (NVIDIA data
+sheets). Prices move;
 the defaults are those of the inference-aware paper's released code (H100 $2.00, A100-80GB
 $1.50, A100-40GB $1.10 per GPU-hour) and every one can be overridden with --price.
 """
@@ -56,6 +57,7 @@ GPUS: dict[str, GPU] = {g.name: g for g in [
     GPU("a100-40gb", 312e12, 400, 40, 1.10, "A100 SXM 40GB", {"int8": 624e12}),
     GPU("a100-80gb", 312e12, 400, 80, 1.50, "A100 SXM 80GB", {"int8": 624e12}),
     GPU("a100-pcie-80gb", 312e12, 300, 80, 1.50, "A100 PCIe 80GB", {"int8": 624e12}),
+    GPU("a100-pcie-40gb", 312e12, 250, 40, 1.10, "A100 PCIe 40GB", {"int8": 624e12}),
     GPU("h100", 989e12, 700, 80, 2.00, "H100 SXM 80GB", {"fp8": 1979e12, "int8": 1979e12}),
     GPU("h100-pcie", 756e12, 350, 80, 2.00, "H100 PCIe 80GB", {"fp8": 1513e12, "int8": 1513e12}),
     GPU("h200", 989e12, 700, 141, 2.50, "H200 SXM 141GB", {"fp8": 1979e12, "int8": 1979e12}),
@@ -94,7 +96,7 @@ def gpu_for_device_name(device_name: str) -> tuple[GPU, bool]:
             return GPUS["h100"], True
     if "A100" in n:
         if "40GB" in n:
-            return GPUS["a100-40gb"], "PCIE" not in n
+            return (GPUS["a100-pcie-40gb"] if "PCIE" in n else GPUS["a100-40gb"]), True
         if "80GB" in n:
             return (GPUS["a100-pcie-80gb"] if "PCIE" in n else GPUS["a100-80gb"]), True
     return GPUS[LLAMA_GPU], False

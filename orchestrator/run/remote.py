@@ -123,7 +123,8 @@ def submit_and_follow(address: str, argv: list[str], *, token_path: str | None,
                       python: str = DEFAULT_REMOTE_PYTHON, script: str = "cli.py",
                       submission_id: str | None = None, excludes: list[str] | None = None,
                       on_log: Callable[[str], None] | None = None,
-                      entrypoint_num_cpus: float | None = None) -> dict:
+                      entrypoint_num_cpus: float | None = None,
+                      env: dict[str, str] | None = None) -> dict:
     """Submit `python script argv...` as a Ray job at `address` and follow it to the end.
 
     Calls on_event({"type": "submitted", "job_id", "address", "entrypoint"}) once the job is
@@ -140,7 +141,7 @@ def submit_and_follow(address: str, argv: list[str], *, token_path: str | None,
     _quiet_ray_logs()  # after the import: Ray's SDK modules set their loggers to INFO on import
     cmd = entrypoint(python, script, argv)
     runtime_env = {"working_dir": str(wd), "excludes": EXCLUDES + list(excludes or []),
-                   "env_vars": {"PYTHONUNBUFFERED": "1"}}
+                   "env_vars": {"PYTHONUNBUFFERED": "1", **(env or {})}}
     job_id = client.submit_job(entrypoint=cmd, runtime_env=runtime_env,
                                submission_id=submission_id,
                                entrypoint_num_cpus=entrypoint_num_cpus,
@@ -360,6 +361,8 @@ def train_remote(store: Store, home: Home, spec: RunSpec, *,
     from orchestrator.run.remote import _client, defaults_for, run_remote
 
     from orchestrator.run.launch import resolve_preset
+    from orchestrator.run.storage import location_env
+    from orchestrator.run.storage import resolve as resolve_storage
     from orchestrator.store import utcnow
     from planners.errors import RunFailed
 
@@ -387,7 +390,8 @@ def train_remote(store: Store, home: Home, spec: RunSpec, *,
         with store.driving(run.id):
             result = run_remote(store, run.id, spec.address, job_argv(spec),
                                 token_path=token_path, working_dir=root, python=python,
-                                on_event=seen)
+                                on_event=seen, env=location_env(resolve_storage(spec.storage,
+                                                                                home)))
     except BaseException as e:  # refused submission, Ctrl-C (run_remote stopped the job), ...
         interrupted = isinstance(e, KeyboardInterrupt)
         store.update_run(run.id, status="interrupted" if interrupted else "failed",

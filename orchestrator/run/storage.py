@@ -37,6 +37,10 @@ SCHEMES = {"s3": "s3fs", "gs": "gcsfs"}  # object stores and the fsspec package 
 ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
        "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CA_BUNDLE",
        "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST")
+# the part of those that says where the store is, not who may use it: what a job submitted
+# through the Jobs API takes along (credentials stay with the cluster's nodes)
+LOCATION_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+                "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST")
 _URI_TYPO = re.compile(r"^(s3|gs|gcs|file|https?|az|abfs|hdfs):", re.IGNORECASE)
 Where = Union[Path, str]  # a local Path, or a URI string (s3://bucket/prefix/step-00000100)
 ACCEPTED = "a local path, file:///PATH, s3://BUCKET[/PREFIX] or gs://BUCKET[/PREFIX]"
@@ -143,6 +147,12 @@ def worker_env(storage: Storage) -> dict[str, str]:
     if storage.local:
         return {}
     return {k: os.environ[k] for k in ENV if os.environ.get(k)}
+
+
+def location_env(storage: Storage) -> dict[str, str]:
+    """For a job submitted to a cluster's head: where the object store is (an S3-compatible
+    endpoint, the region), as set here; never credentials. Empty for local storage."""
+    return {k: v for k, v in worker_env(storage).items() if k in LOCATION_ENV}
 
 
 def _endpoint(scheme: str) -> str:

@@ -18,7 +18,7 @@ CPU_BOX = {"cpus": 2, "gpus": 0, "gpu_name": None, "memory_bytes": 16e9, "nodes"
 
 @pytest.mark.parametrize("name,want", [
     ("NVIDIA A100-SXM4-80GB", "a100-80gb"), ("NVIDIA A100-SXM4-40GB", "a100-40gb"),
-    ("NVIDIA A100 80GB PCIe", "a100-pcie-80gb"), ("NVIDIA H100 80GB HBM3", "h100"),
+    ("NVIDIA A100 80GB PCIe", "a100-pcie-80gb"), ("NVIDIA A100-PCIE-40GB", "a100-pcie-40gb"), ("NVIDIA H100 80GB HBM3", "h100"),
     ("NVIDIA H100 PCIe", "h100-pcie"), ("NVIDIA H200", "h200"),
 ])
 def test_nvml_names_map_to_the_catalogue(name, want):

@@ -98,3 +98,18 @@ def test_train_refuses_bad_storage_before_starting_anything(run_cli, home, tmp_p
     assert_bad_input(run_cli("train", "tiny", "--storage", "s3://no-such-bucket/x"),
                      "no-such-bucket", "does not exist")
     assert not (tmp_path / "s3:").exists()
+
+
+def test_a_job_takes_the_stores_location_but_never_its_credentials(monkeypatch):
+    """A job submitted through the Jobs API runs on the head, which lacks this shell's
+    environment: the endpoint of an S3-compatible store and the region go with it, keys stay."""
+    from orchestrator.run.storage import location_env, parse, worker_env
+
+    for k, v in {"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_DEFAULT_REGION": "eu-west-3",
+                 "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}.items():
+        monkeypatch.setenv(k, v)
+    bucket = parse("s3://team-bucket/runs")
+    assert location_env(bucket) == {"AWS_ENDPOINT_URL": "http://minio:9000",
+                                    "AWS_DEFAULT_REGION": "eu-west-3"}
+    assert "AWS_SECRET_ACCESS_KEY" in worker_env(bucket)  # the local driver's own workers
+    assert location_env(parse("/tmp/runs")) == {}
