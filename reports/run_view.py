@@ -9,6 +9,8 @@ from rich.table import Table
 
 from reports.fmt import dur, num
 
+SHOWN_EVENTS = 20  # `runs show` lists the last events; --json has every one
+
 
 def runs_table(rows: list[dict]) -> Table | str:
     if not rows:
@@ -50,6 +52,16 @@ def render_run(c: Console, info: dict) -> None:
         for ck in info["checkpoints"]:
             ct.add_row(str(ck["step"]), str(ck["complete"]), ck["path"])
         c.print(ct)
+    events = info.get("events") or []
+    if events:
+        shown = events[-SHOWN_EVENTS:]
+        et = Table(title=f"events ({len(events)}" + (f", the last {len(shown)}; --json has all)"
+                                                     if len(shown) < len(events) else ")"))
+        for col in ("time (UTC)", "kind", "details"):
+            et.add_column(col, no_wrap=col != "details")
+        for e in shown:
+            et.add_row((e["time"] or "")[:19], e["kind"], json.dumps(e["details"], default=str))
+        c.print(et)
 
 
 def render_train(c: Console, result: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from orchestrator.store import Checkpoint, Run, Store, _iso
+from orchestrator.store import Checkpoint, Run, RunEvent, Store, _iso
 
 
 def list_runs(store: Store, status: str | None = None, run_ids: list[str] | None = None) -> list[dict]:
@@ -40,9 +40,13 @@ def show_run(store: Store, run_id: str) -> dict:
     with store.read() as s:
         cks = list(s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)
                              .order_by(Checkpoint.step)))
+        events = [{"time": _iso(e.time), "kind": e.kind, "details": e.details or {}}
+                  for e in s.scalars(select(RunEvent).where(RunEvent.run_id == run_id)
+                                     .order_by(RunEvent.id))]
     summary["config"] = run.config
     return {
         "run": summary,
         "checkpoints": [{"step": c.step, "path": c.path, "complete": c.complete,
                          "created_at": _iso(c.created_at)} for c in cks],
+        "events": events,  # what happened besides steps: resumes, pauses, restarts, warnings
     }

@@ -35,14 +35,19 @@ def test_runs_lists_and_shows_a_run(home, run_cli):
     run = store.create_run("tiny", {"max_steps": 3}, status="completed")
     store.add_steps(run.id, [{"step": s, "tokens": 100 * s, "loss": 5.0 - s} for s in (1, 2, 3)])
     store.add_checkpoint(run.id, 3, "/tmp/ck", True)
+    store.add_event(run.id, "resume", step=2, path="/tmp/ck2")
     rows = run_cli("runs", "--json").json()
     assert [(r["id"], r["steps"], r["tokens"], r["final_loss"]) for r in rows] == \
         [(run.id, 3, 300, 2.0)]
     shown = run_cli("runs", "show", run.id, "--json").json()
     assert shown["run"]["config"] == {"max_steps": 3}
     assert shown["checkpoints"][0]["complete"] is True
+    assert [(e["kind"], e["details"]) for e in shown["events"]] == \
+        [("resume", {"step": 2, "path": "/tmp/ck2"})]
     human = run_cli("runs")
     assert human.code == 0 and run.id in human.stdout
+    human = run_cli("runs", "show", run.id)
+    assert human.code == 0 and "events (1)" in human.stdout and "/tmp/ck2" in human.stdout
 
 
 def test_usage_errors_are_one_line(home, run_cli):
