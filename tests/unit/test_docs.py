@@ -1,0 +1,110 @@
+"""The docs cannot go stale: every `$ python cli.py ...` / `$ tally ...` example in README.md and
+docs/*.md is run here (in-process, through `cli.main`) and its output compared with what the page
+shows, numbers included.
+
+How a page is read (tests/unit/docs_examples.py):
+- an example is a code block (fenced, or indented four spaces) with `$ ` command lines; the lines
+  after a command, up to the next `$ ` line, are its output (stdout and stderr as a pipe shows
+  them: stdout 200 columns wide, stderr at COLUMNS=100, no colour);
+- a line that starts with `...` stands for any number of lines (output trimmed on the page);
+- whitespace runs count as one space, blank lines are dropped, and the timestamp part of an id
+  (`plan-20261123-045000-7020`) matches any other; nothing else is normalised;
+- the exit status must be 2 when the shown output has an `error:` line, else 0, or the number a
+  following `$ echo $?` shows;
+- each page runs in a fresh TALLY_HOME of its own, its examples in order (a page may store a plan
+  and then show it), from the repository root.
+A block whose commands cannot run here says why in an HTML comment on the line before it:
+`<!-- needs-training -->` or `<!-- not-run: REASON -->`; those are listed in SKIPPED below, so
+adding one is a visible change. An unmarked block may hold only tally commands and `echo $?`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.unit import docs_examples as dx
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+# Every block the test does not run: (page, its first command, truncated to 60 characters).
+SKIPPED = {
+    ("README.md", "needs-training", "python cli.py train tiny --workers 2 --max-steps 30 --plan pl"),
+    ("README.md", "needs-training", "python cli.py runs"),
+    ("README.md", "needs-training", "python cli.py report carbon"),
+    ("README.md", "not-run", "python cli.py dashboard"),
+}
+
+
+def _pages_with_examples():
+    return [p for p in PAGES if dx.read_blocks(p.read_text(), p.name)]
+
+
+@pytest.mark.parametrize("page", _pages_with_examples(), ids=lambda p: p.name)
+def test_examples_print_what_the_page_shows(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runner = dx.Runner(tmp_path / "home", monkeypatch)
+    failures = []
+    for block in dx.read_blocks(page.read_text(), page.name):
+        if block.skip:
+            continue
+        for problem in runner.check_block(block):
+            failures.append(problem)
+    assert not failures, "\n\n".join(failures)
+
+
+def test_skipped_examples_are_few_and_named():
+    skipped = set()
+    ran = 0
+    for page in PAGES:
+        for block in dx.read_blocks(page.read_text(), page.name):
+            if block.skip:
+                skipped.add((page.name, block.skip, block.commands[0].text[:60]))
+            else:
+                ran += sum(1 for c in block.commands if c.is_tally)
+    assert skipped == SKIPPED, f"skipped examples changed: {sorted(skipped ^ SKIPPED)}"
+    assert ran >= 5 * len(SKIPPED), f"only {ran} examples run against {len(SKIPPED)} skipped"
+
+
+def test_a_changed_number_fails(tmp_path, monkeypatch):
+    """The check can fail: the first run example of the README with one digit of its output
+    changed is reported as a mismatch."""
+    monkeypatch.chdir(ROOT)
+    blocks = [b for b in dx.read_blocks((ROOT / "README.md").read_text(), "README.md")
+              if not b.skip]
+    cmd = next(c for b in blocks for c in b.commands if c.is_tally and re.search(r"\d", "".join(c.expected)))
+    runner = dx.Runner(tmp_path / "home", monkeypatch)
+    assert runner.check(cmd) is None  # as the page shows it: passes
+    i = next(i for i, line in enumerate(cmd.expected) if re.search(r"\d", line) and not line.startswith("..."))
+    line = cmd.expected[i]
+    j = next(k for k, ch in enumerate(line) if ch.isdigit())
+    changed = line[:j] + str((int(line[j]) + 1) % 10) + line[j + 1:]
+    cmd.expected[i] = changed
+    problem = runner.check(cmd)
+    assert problem is not None and "does not match" in problem
+
+
+def test_matching_rules():
+    m = dx.matches
+    assert m(["a  b", "...", "z"], ["a b", "x", "y", "z"])
+    assert m(["...", "y"], ["x", "y"])
+    assert not m(["a", "z"], ["a", "x", "z"])
+    assert not m(["a"], ["a", "b"])  # nothing left out without a `...` line
+    assert m(["plan plan-20261123-045000-7020"], ["plan plan-20261202-001122-ab12"])
+    assert not m(["E=1.69"], ["E=1.70"])
+
+
+def test_the_shipped_run_file_loads():
+    """docs/examples/run.toml (docs/train.md) is a valid run file, and every value it sets is in
+    the specification it gives (nothing accepted and ignored)."""
+    from orchestrator.run.spec import build, coerce, read_run_file
+
+    path = str(ROOT / "docs" / "examples" / "run.toml")
+    spec = build(None, path, {})
+    values = read_run_file(path)
+    assert spec.preset == "tiny" and len(values) >= 10
+    for key, value in values.items():
+        assert getattr(spec, key) == coerce(key, value, path), key
