@@ -108,3 +108,7 @@ def test_the_shipped_run_file_loads():
     assert spec.preset == "tiny" and len(values) >= 10
     for key, value in values.items():
         assert getattr(spec, key) == coerce(key, value, path), key
+    # docs/train.md shows the file as it is (its opening comment left out)
+    shown = (ROOT / "docs" / "train.md").read_text().split("```toml\n", 1)[1].split("```", 1)[0]
+    body = Path(path).read_text().split("\n")
+    assert "\n".join(x for x in body if not x.startswith("#")).strip() == shown.strip()
