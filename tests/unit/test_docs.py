@@ -16,6 +16,8 @@ How a page is read (tests/unit/docs_examples.py):
 A block whose commands cannot run here says why in an HTML comment on the line before it:
 `<!-- needs-training -->` or `<!-- not-run: REASON -->`; those are listed in SKIPPED below, so
 adding one is a visible change. An unmarked block may hold only tally commands and `echo $?`.
+`<!-- store: tests/report_data.py -->` before a block runs it against a store holding that
+module's three synthetic runs (docs/reports.md).
 """
 
 from __future__ import annotations
