@@ -228,3 +228,16 @@ class Runner:
             if problem:
                 problems.append(problem)
         return problems
+
+
+def anchors(text: str) -> set[str]:
+    """The `#anchor`s of a page's headings as GitHub makes them (outside code blocks)."""
+    out, fenced = set(), False
+    for line in text.splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        m = None if fenced else re.match(r"#{1,6}\s+(.*)", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            out.add(slug)
+    return out
