@@ -166,3 +166,17 @@ def test_links_between_pages_resolve():
             elif anchor and dest.suffix == ".md" and anchor not in dx.anchors(dest.read_text()):
                 bad.append(f"{page.name}: {target} (no such heading)")
     assert not bad, bad
+
+
+def test_train_option_groups_are_the_specification():
+    """docs/train.md's table of option groups lists every `train` option of the run
+    specification, each in its group (orchestrator/run/spec.py)."""
+    from orchestrator.run.spec import GROUPS, OPTIONS, flag
+
+    shown = {}
+    for line in (ROOT / "docs" / "train.md").read_text().splitlines():
+        m = re.match(r"\| `\[(\w+)\]` \| (.*?) \|", line)
+        if m:
+            shown[m.group(1)] = re.findall(r"`(--[\w-]+)`", m.group(2))
+    want = {g: [flag(f.name) for f in OPTIONS if f.metadata["group"] == g] for g in GROUPS}
+    assert shown == {g: v for g, v in want.items() if v}
