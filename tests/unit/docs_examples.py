@@ -175,17 +175,20 @@ class Runner:
             self.filled = True
 
     def run(self, cmd: Command) -> tuple[int, list[str]]:
+        """(exit status, the lines stdout and stderr got, in the order they were written)."""
+        import signal
+
         import cli
 
         buf = io.StringIO()
-        self.mp.setattr(sys, "stdout", buf)
-        self.mp.setattr(sys, "stderr", buf)
-        self.mp.setattr(cli, "PROG", "tally" if cmd.words[0] == "tally" else "cli.py")
+        saved = sys.stdout, sys.stderr, signal.getsignal(signal.SIGTERM), cli.PROG
+        sys.stdout = sys.stderr = buf
+        cli.PROG = "tally" if cmd.words[0] == "tally" else "cli.py"
         try:
             rc = cli.main(cmd.argv())
-        finally:
-            self.mp.setattr(sys, "stdout", sys.__stdout__)
-            self.mp.setattr(sys, "stderr", sys.__stderr__)
+        finally:  # cli.main makes SIGTERM raise; put everything back
+            sys.stdout, sys.stderr, sigterm, cli.PROG = saved
+            signal.signal(signal.SIGTERM, sigterm)
         return rc, buf.getvalue().splitlines()
 
     def check(self, cmd: Command, want_rc: int | None = None) -> str | None:
