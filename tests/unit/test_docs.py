@@ -49,7 +49,7 @@ SKIPPED = {
     ('export.md', 'needs-training', 'python cli.py data prepare json=$STDLIB/json/*.py email=$STD'),
     ('export.md', 'needs-training', 'python check.py'),
     ('export.md', 'needs-training', 'python cli.py train --init-from /tmp/t16/doc/out/tiny-meta -'),
-    ('install.md', 'not-run', 'python3 -m venv /tmp/v'),
+    ('install.md', 'not-run', 'python3 -m venv /tmp/v18'),
     ('install.md', 'not-run', 'tally --version'),
     ('metering.md', 'needs-training', 'python cli.py runs --json'),
     ('metering.md', 'not-run', "curl -s http://127.0.0.1:54371/metrics | grep '^ray_tally_'"),
