@@ -180,3 +180,13 @@ def test_train_option_groups_are_the_specification():
             shown[m.group(1)] = re.findall(r"`(--[\w-]+)`", m.group(2))
     want = {g: [flag(f.name) for f in OPTIONS if f.metadata["group"] == g] for g in GROUPS}
     assert shown == {g: v for g, v in want.items() if v}
+
+
+def test_files_the_pages_name_exist():
+    """A source, test or bench file a page names by its path (`tests/unit/test_x.py`,
+    `orchestrator/run/spec.py`, `bench/results/train.md`) is there."""
+    named = re.compile(r"\b(?:tests|bench|orchestrator|planners|reports|model|docs)/"
+                       r"[\w/.-]+\.(?:py|md|json|sh|csv|png|toml|yaml)\b")
+    missing = sorted({(page.name, path) for page in PAGES for path in named.findall(page.read_text())
+                      if not (ROOT / path).exists() and path not in PENDING})
+    assert not missing, missing
