@@ -24,13 +24,15 @@ demo: setup
 	$(BIN)/python cli.py runs
 	$(BIN)/python cli.py report carbon
 
-# Everything, slow end-to-end tests included (they run in CI too).
+# Everything, slow end-to-end tests included (they run in CI too), in two pytest-xdist
+# workers (each test file in one worker; each worker its own private Ray instance).
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Only the fast tests (tests/unit: no Ray, no training), for the edit-test loop.
 test-fast: setup
-	$(BIN)/python -m pytest tests/unit -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests/unit -m "not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

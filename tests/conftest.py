@@ -14,6 +14,16 @@ import pytest
 import cli
 from tests.s3fixture import s3_server  # noqa: F401  (a real S3 API on 127.0.0.1)
 
+# `make test` runs the suite in two pytest-xdist workers, each with its own private Ray
+# instance: their session files and Ray's "current cluster" record (which `ray start` heads
+# write) must not mix, so each worker gets a Ray temp dir of its own (short: Ray's sockets
+# live there). The subprocesses a test starts inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER") and "RAY_TMPDIR" not in os.environ:
+    import tempfile
+
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{os.environ['PYTEST_XDIST_WORKER']}-",
+                                                dir="/tmp")
+
 
 @dataclass
 class CliResult:

@@ -330,7 +330,7 @@ def test_real_tiny_training_job_through_train_address(head, head_data):
     plan = json.loads(cli(head["home"], "plan", "--model", "tiny", "--train-tokens", "4096",
                           "--json").stdout)
     # a delay policy over a replayed forecast: dirty (500 g) from 00:30, clean from 04:30; the
-    # job must wait for the clean window (at most 4 simulated hours, 24 s at 600x; its clock
+    # job must wait for the clean window (at most 4 simulated hours, 12 s at 1200x; its clock
     # starts when the job plans, so Ray's start-up in the job eats into the wait) before it trains
     forecast = head["home"].parent / "forecast.csv"
     forecast.write_text("time,zone,g_per_kwh\n" + "".join(
@@ -338,7 +338,7 @@ def test_real_tiny_training_job_through_train_address(head, head_data):
         for h in range(24)))
     carbon = ["--carbon-aware", "--policy", "delay", "--forecast", str(forecast), "--hours",
               "0.5", "--deadline", "11h", "--sim-start", "2026-11-20T00:30:00Z", "--sim-speed",
-              "600"]
+              "1200"]
     proc = subprocess.Popen(
         [sys.executable, "cli.py", "--home", str(head["home"]), "train", "tiny", "--address",
          info["address"], "--workers", "1", "--max-steps", "4", "--batch-tokens", "1024",

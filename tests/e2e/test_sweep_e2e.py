@@ -1,6 +1,7 @@
-"""A real sweep end to end: `sweep` trains its smallest ladder through `train_run` (Ray, the
+"""A real sweep end to end: `sweep` trains a small ladder through `train_run` (Ray, the
 store, metering) on the small stdlib dataset, a second `sweep` trains nothing new, and `fit` on
-it either fits or refuses with the reason."""
+its four runs refuses with the reason (a fit needs six: fitting stored runs is tested on
+synthetic runs in tests/unit/test_fit_cli.py; each real run here costs a Ray Train worker group)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from orchestrator.store.home import Home
 from orchestrator.store import Store
 from tests.e2e.test_train import tcli  # noqa: F401 (fixture)
 
-# 2 budgets x 3 sizes, 2 sequences of 256 tokens a step: 2-5 steps a run at vocabulary 2048.
-SWEEP = ("sweep", "--budgets", "1e9,2e9", "--sizes", "3", "--batch-tokens", "512",
+# 2 budgets x 2 sizes, 2 sequences of 256 tokens a step: 2-5 steps a run at vocabulary 2048.
+SWEEP = ("sweep", "--budgets", "1e9,2e9", "--sizes", "2", "--batch-tokens", "512",
          "--lr", "3e-3", "--json")
 
 
@@ -22,10 +23,10 @@ def test_real_sweep_trains_resumes_and_fits_or_refuses(tcli, train_home):
     assert first.code == 0, first.stderr
     out = first.json()
     points = out["points"]
-    assert len(points) == 6 and out["todo"] == 0 and out["done"] == 6
+    assert len(points) == 4 and out["todo"] == 0 and out["done"] == 4
     assert out["assumptions"]["vocab_size"] == 2048  # read from the data set's tokenizer
-    assert [p["status"] for p in points] == ["trained"] * 6
-    assert len({p["params"] for p in points}) == 3 and len({p["budget_flops"] for p in points}) == 2
+    assert [p["status"] for p in points] == ["trained"] * 4
+    assert len({p["params"] for p in points}) == 2 and len({p["budget_flops"] for p in points}) == 2
     store = Store(Home(train_home).db_url)
     try:
         for p in points:
@@ -44,33 +45,11 @@ def test_real_sweep_trains_resumes_and_fits_or_refuses(tcli, train_home):
     again = tcli(*SWEEP)  # resumable: everything is done, nothing is trained
     assert again.code == 0, again.stderr
     redo = again.json()
-    assert redo["sweep_id"] == out["sweep_id"] and redo["done"] == 6 and redo["todo"] == 0
-    assert [p["status"] for p in redo["points"]] == ["done"] * 6
+    assert redo["sweep_id"] == out["sweep_id"] and redo["done"] == 4 and redo["todo"] == 0
+    assert [p["status"] for p in redo["points"]] == ["done"] * 4
     assert [p["run_id"] for p in redo["points"]] == [p["run_id"] for p in points]
     assert {r["id"] for r in tcli("runs", "--json").json()} == before  # no run was started
 
     fit = tcli("fit", "e2e", "--sweep", out["sweep_id"], "--bootstrap", "5", "--json")
-    if fit.code == 0:
-        rec = fit.json()
-        assert rec["details"]["n_runs"] == 6 and len(rec["details"]["residuals"]) == 6
-        assert all(v == v for v in rec["constants"].values())  # finite, not NaN
-    else:  # six runs is the fewest the law allows; a refusal must say why
-        assert fit.code == 2 and fit.stderr.strip() and "Traceback" not in fit.stderr
-
-
-def test_ladder_vocabulary_follows_the_data_set(home, run_cli):
-    """The ladder's models take the prepared data set's vocabulary (a manifest is all a dry run
-    reads); a smaller --vocab-size than the tokenizer's is refused."""
-    from tests.conftest import assert_bad_input
-
-    plain = run_cli("sweep", "--budgets", "1e13,3e13", "--dry-run", "--json").json()
-    assert plain["assumptions"]["vocab_size"] == 8192  # nothing prepared yet
-    (home / "data" / "mine").mkdir(parents=True)
-    (home / "data" / "mine" / "manifest.json").write_text('{"vocab_size": 2048}')
-    mine = run_cli("sweep", "--budgets", "1e13,3e13", "--data", "mine", "--dry-run", "--json").json()
-    assert mine["assumptions"]["vocab_size"] == 2048
-    assert all(p["model_args"]["vocab_size"] == 2048 for p in mine["points"])
-    assert mine["points"][0]["params"] < plain["points"][0]["params"]
-    assert mine["sweep_id"] != plain["sweep_id"]
-    assert_bad_input(run_cli("sweep", "--budgets", "1e13,3e13", "--data", "mine", "--vocab-size",
-                             "1000", "--dry-run"), "--vocab-size 1000", "2048")
+    assert fit.code == 2 and "at least 6 runs" in fit.stderr and "Traceback" not in fit.stderr
+    assert len(fit.stderr.strip().splitlines()) == 1
