@@ -202,7 +202,9 @@ def _needs(preset: Preset, plan: LaunchPlan, gpu, capacity: dict, need: float, w
                 f"(it needs tensor or pipeline parallelism, which tally does not do)")
     at_n = plan_memory(preset.args, seq_len=plan.seq_len, micro_batch=1, world_size=n,
                        activation_checkpointing=True, mixed_precision=True)
-    return (f"{preset.name} needs at least {n} {gpu.label} GPUs ({-(-n // 8)} 8-GPU nodes): "
+    nodes = -(-n // 8)
+    return (f"{preset.name} needs at least {n} {gpu.label} GPUs ({nodes} 8-GPU "
+            f"node{'s' if nodes > 1 else ''}): "
             f"{at_n['total_bytes_per_device'] / 1e9:.1f} GB per GPU with FSDP over {n} "
             f"(micro-batch 1, activation checkpointing); this cluster has {capacity['gpus']} GPUs "
             f"and {capacity['memory_bytes'] / 1e9:.0f} GB of memory, and the requested launch "
