@@ -106,11 +106,3 @@ def read_lines(path: str | Path):
                 yield n, json.loads(line)
             except json.JSONDecodeError as e:
                 raise BadInput(f"{p} line {n}: malformed JSON ({e.msg} at column {e.colno})") from None
-
-
-def read_items(path: str | Path) -> list[Item]:
-    """The items of one tally-format file, every line checked."""
-    items = [item_from(obj, f"{Path(path)} line {n}", task_name(path)) for n, obj in read_lines(path)]
-    if not items:
-        raise BadInput(f"task file {str(path)!r} holds no items")
-    return items

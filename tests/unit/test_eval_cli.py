@@ -98,6 +98,8 @@ def test_bad_eval_input(run, run_cli, tmp_path, home):
     assert_bad_input(run_cli("eval", run_id, "--tasks", FILES[0], "--format", "mmlu"),
                      "--format 'mmlu'", "tally")
     assert_bad_input(run_cli("eval", run_id, "--tasks", tmp_path / "none.jsonl"), "not found")
+    bad.write_text('{"prompt": "a", "target": "b"}\n')
+    assert_bad_input(run_cli("eval", run_id, "--tasks", bad), f"{bad} line 1", "unknown format")
     assert_bad_input(run_cli("eval", "no-such-run", "--tasks", FILES[0]), "no-such-run")
     assert_bad_input(run_cli("eval", run_id, "--tasks", FILES[0], "--step", "3"),
                      "no complete checkpoint at step 3", "4, 2")

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from orchestrator.eval import scoring
-from orchestrator.eval.items import Item, read_items
+from orchestrator.eval.items import Item
+from orchestrator.eval.readers import read_file
 from planners.errors import BadInput
 from tests.unit.eval_fixtures import TINY, eval_tokenizer, tiny_model  # noqa: F401
 
@@ -152,12 +153,12 @@ def test_bad_items_name_file_and_line(tmp_path, line, needle):
     f = tmp_path / "mine.jsonl"
     f.write_text('{"context": "ok", "choices": ["x"], "answer": 0}\n\n' + line + "\n")
     with pytest.raises(BadInput) as e:
-        read_items(f)
+        read_file(f)
     assert f"{f} line 3" in str(e.value) and needle in str(e.value)
 
 
 def test_items_default_task_and_per_choice_contexts(tmp_path):
     f = tmp_path / "wino.jsonl"
     f.write_text('{"contexts": ["A sat", "B sat"], "choices": ["down.", "down."], "answer": 1}\n')
-    (it,) = read_items(f)
+    (it,) = read_file(f)
     assert (it.task, it.contexts, it.shared_context) == ("wino", ("A sat", "B sat"), False)
