@@ -36,3 +36,24 @@ def render_eval(c, res: dict) -> None:
         c.print(f"validation perplexity {v['perplexity']:.2f} (loss {v['loss']:.4f}) on "
                 f"{v['tokens']:,} tokens of {v['data']!r} ({v['split']}, sequences of "
                 f"{v['seq_len']})")
+
+
+def history_table(rows: list[dict]) -> Table:
+    """`train --eval-every`'s scores: one row per evaluation step and task."""
+    t = Table(title="evaluation during training (zero-shot)")
+    for name in ("step", "tokens", "task", "n", "acc %", "acc_norm %"):
+        t.add_column(name, justify="left" if name == "task" else "right")
+    for r in rows:
+        t.add_row(str(r["step"]), f"{r['tokens']:,}", r["task"], str(r["n"]),
+                  f"{100 * r['acc']:.1f}", f"{100 * r['acc_norm']:.1f}")
+    return t
+
+
+def by_task(rows: list[dict]) -> dict[str, dict[str, list]]:
+    """{task: {"tokens": [...], "acc": [...], "acc_norm": [...]}} in step order (for plots)."""
+    out: dict[str, dict[str, list]] = {}
+    for r in rows:
+        d = out.setdefault(r["task"], {"step": [], "tokens": [], "acc": [], "acc_norm": []})
+        for k in d:
+            d[k].append(r[k])
+    return out

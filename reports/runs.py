@@ -41,8 +41,11 @@ def show_run(store: Store, run_id: str) -> dict:
         cks = list(s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)
                              .order_by(Checkpoint.step)))
     summary["config"] = run.config
+    from orchestrator.eval.records import scores_of
+
     return {
         "run": summary,
         "checkpoints": [{"step": c.step, "path": c.path, "complete": c.complete,
                          "created_at": _iso(c.created_at)} for c in cks],
+        "eval_tasks": scores_of(store, run_id),
     }

@@ -56,8 +56,7 @@ def load_run(store, home, run_id: str, step: int | None) -> Loaded:
         raise BadInput(f"checkpoint {ckpt.url} does not hold {run.preset}'s tensors "
                        f"({str(e).splitlines()[0]})") from None
     settings = stored_settings(run.config)
-    launch = (run.config or {}).get("launch") or {}
-    seq_len = launch.get("seq_len") or resolve_preset(
+    seq_len = (run.config or {}).get("seq_len") or resolve_preset(  # the launch's, as run
         run.preset, settings.get("custom_preset")).seq_len
     return Loaded(model.eval(), tok, int(min(seq_len, args.max_seq_len)),
                   {"kind": "run", "run_id": run_id, "step": ckpt.step, "checkpoint": ckpt.url,

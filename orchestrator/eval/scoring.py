@@ -153,11 +153,8 @@ class Counts:
     acc_norm: int = 0
 
 
-def score_items(model, tok, items: list[Item], *, batch_size: int = 16, max_len: int,
-                device="cpu", extra_forwards: int = 0) -> tuple[dict[str, Counts], Plan]:
-    groups = requests_of(tok, items)
-    plan = plan_rows(groups, max_len)
-    lls = run_plan(model, plan, batch_size, device, extra_forwards)
+def count(items: list[Item], groups: list[list], lls: list[float]) -> dict[str, Counts]:
+    """Per task, the items right by acc and by acc_norm (lls in requests_of's order)."""
     counts: dict[str, Counts] = {}
     pos = 0
     for it, group in zip(items, groups):
@@ -167,7 +164,15 @@ def score_items(model, tok, items: list[Item], *, batch_size: int = 16, max_len:
         c.n += 1
         c.acc += pick == it.answer
         c.acc_norm += pick_norm == it.answer
-    return counts, plan
+    return counts
+
+
+def score_items(model, tok, items: list[Item], *, batch_size: int = 16, max_len: int,
+                device="cpu", extra_forwards: int = 0) -> tuple[dict[str, Counts], Plan]:
+    groups = requests_of(tok, items)
+    plan = plan_rows(groups, max_len)
+    lls = run_plan(model, plan, batch_size, device, extra_forwards)
+    return count(items, groups, lls), plan
 
 
 def stderr_of(hits: int, n: int) -> float | None:

@@ -35,7 +35,7 @@ def run(home, eval_tokenizer, tmp_path):
     store = Store(Home(home).db_url)
     cfg = store.get_run(run_id).config
     cfg["request"]["data"] = "evalset"
-    cfg["launch"] = {"seq_len": 32}
+    cfg["seq_len"] = 32  # the launch plan's, as run_config stores it
     store.update_run(run_id, config=cfg)
     return run_id, model.eval(), home
 
