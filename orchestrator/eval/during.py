@@ -63,5 +63,6 @@ def evaluate_shard(model, tokenizer_path: str, items: list[dict], *, rank: int, 
         counts = counts.to(device)
         dist.all_reduce(counts)
         counts = counts.cpu()
-    return [{"task": task, "n": int(n), "acc": int(a) / int(n), "acc_norm": int(b) / int(n)}
+    # n > 0 for every task once summed over the ranks (each task has items)
+    return [{"task": task, "n": n, "acc": a / max(n, 1), "acc_norm": b / max(n, 1)}
             for task, (n, a, b) in zip(tasks, counts.tolist())]

@@ -123,6 +123,9 @@ def evaluate(store, home, target: str, *, tasks: list[str], step: int | None = N
         raise BadInput("--tasks needs at least one task file (FILE[,FILE...])")
     items = load_tasks(tasks, fmt, limit)  # every file checked before a model is read
     is_dir = Path(target).expanduser().is_dir()
+    if not is_dir and ("/" in target or Path(target).expanduser().exists()):
+        raise BadInput(f"{target!r} is neither a run id nor a directory; give a run id from "
+                       "`runs`, or a Hugging Face or Meta Llama directory")
     if is_dir and step is not None:
         raise BadInput(f"--step picks a run's checkpoint; {target!r} is a directory")
     if not is_dir and data is not None:

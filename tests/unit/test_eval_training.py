@@ -39,11 +39,11 @@ def test_spec_fields_and_the_items_sent_to_the_workers(run_cli, home):
 
 def test_the_shards_sum_to_the_whole(eval_tokenizer, tiny_model):
     spec = RunSpec(preset="tiny", eval_every=1, eval_tasks=FILES)
-    items = items_for_run(spec)
+    items = items_for_run(spec)[18:30]  # science_qa's last 6, yes_no's first 6
     whole = evaluate_shard(tiny_model, eval_tokenizer.path, items, rank=0, world=1,
                            device="cpu", max_len=TINY.max_seq_len)
-    counts, _ = scoring.score_items(tiny_model, eval_tokenizer, load_tasks(FILES.split(",")),
-                                    max_len=TINY.max_seq_len)
+    counts, _ = scoring.score_items(tiny_model, eval_tokenizer,
+                                    load_tasks(FILES.split(","))[18:30], max_len=TINY.max_seq_len)
     assert whole == [{k: r[k] for k in ("task", "n", "acc", "acc_norm")}
                      for r in scoring.summarize(counts)]
     # without a process group each rank returns its own share: together they are the whole
