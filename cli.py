@@ -406,6 +406,28 @@ def export_cmd(
     emit(ctx, info, lambda c: render_export(c, info), json_)
 
 
+# --- eval (issue 17) -----------------------------------------------------------------------
+@app.command("eval")
+def eval_cmd(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="RUN_ID|DIR", help="A run id from `runs`, or a Hugging Face / Meta Llama directory.")],
+    tasks: Annotated[str, typer.Option("--tasks", help="Task files, comma-separated: tally JSON lines or a benchmark's own files (see --format).")],
+    step: Annotated[Optional[int], typer.Option(help="A run's checkpoint step (default: the newest complete one).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N items of each task.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows of tokens per forward.")] = 16,
+    format_: Annotated[Optional[str], typer.Option("--format", help="The task files' layout (default: told from their fields).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="For a DIR: a dataset prepared with its tokenizer, for the validation perplexity.")] = None,
+    json_: JsonOpt = False,
+):
+    """Zero-shot multiple-choice accuracy (LLaMA §3) and validation perplexity of a checkpoint."""
+    from orchestrator.eval.evaluate import evaluate
+    from reports.eval import render_eval
+
+    res = evaluate(store_of(ctx), home_of(ctx), target, tasks=[t for t in tasks.split(",") if t],
+                   step=step, limit=limit, batch_size=batch_size, fmt=format_, data=data)
+    emit(ctx, res, lambda c: render_eval(c, res), json_)
+
+
 # --- report (issue 7) -----------------------------------------------------------------------
 report_app = typer.Typer(help="Carbon, cost and per-run reports.", no_args_is_help=True,
                          rich_markup_mode=None)

@@ -42,16 +42,18 @@ def check_plot_path(path: str) -> Path:
 
 
 def write_run_plot(path: str, row: dict, series: dict) -> str:
-    """Loss against tokens, tokens/s against step, power by device kind against time."""
+    """Loss against tokens, tokens/s against step, power by device kind against time; with
+    `train --eval-every` scores, zero-shot accuracy against tokens (LLaMA's Figure 2)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     p = check_plot_path(path)
-    steps, power = series["steps"], series["power"]
-    fig = Figure(figsize=(9, 9), dpi=100, layout="constrained")
-    ax1, ax2, ax3 = fig.subplots(3, 1)
+    steps, power, scores = series["steps"], series["power"], series.get("eval_tasks") or {}
+    fig = Figure(figsize=(9, 12 if scores else 9), dpi=100, layout="constrained")
+    axes = fig.subplots(4 if scores else 3, 1)
+    ax1, ax2, ax3 = axes[:3]
     fig.suptitle(f"run {row['id']} ({row['model']}): {row['energy_kwh']:.4g} kWh IT "
                  f"[{row['energy_method']}], {row['tco2eq']:.3g} tCO2eq")
     if steps["step"]:
@@ -67,7 +69,16 @@ def write_run_plot(path: str, row: dict, series: dict) -> str:
         ax3.plot(t_min, power["total_w"], label="total", color="black", linewidth=1)
         ax3.legend(loc="upper right")
     ax3.set(xlabel="minutes since first energy sample", ylabel="W", title="power (IT)")
-    for ax in (ax1, ax2, ax3):
+    if scores:
+        ax4 = axes[3]
+        for task, d in scores.items():
+            line, = ax4.plot(d["tokens"], [100 * a for a in d["acc"]], marker="o", label=task)
+            ax4.plot(d["tokens"], [100 * a for a in d["acc_norm"]], linestyle="--",
+                     color=line.get_color())
+        ax4.set(xlabel="tokens trained", ylabel="accuracy %",
+                title="zero-shot accuracy (solid acc, dashed acc_norm)")
+        ax4.legend(loc="lower right")
+    for ax in axes:
         ax.grid(alpha=0.3)
         if not ax.has_data():
             ax.text(0.5, 0.5, "no data recorded", ha="center", va="center", transform=ax.transAxes)

@@ -176,6 +176,9 @@ def run(c: Console, doc: dict) -> None:
         have = [v for v in vals if v is not None]
         t.add_row(label, f"{line}  {_n(min(have))} .. {_n(max(have))}" if line
                   else "no data recorded")
+    for task, d in (s.get("eval_tasks") or {}).items():
+        t.add_row(f"{task} acc", f"{sparkline(d['acc'])}  {100 * d['acc'][0]:.1f}% at "
+                  f"{d['tokens'][0]:,} .. {100 * d['acc'][-1]:.1f}% at {d['tokens'][-1]:,} tokens")
     c.print(t)
     if doc.get("plot"):
         c.print(f"plot written to {doc['plot']}")

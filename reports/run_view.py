@@ -52,6 +52,10 @@ def render_run(c: Console, info: dict) -> None:
         for ck in info["checkpoints"]:
             ct.add_row(str(ck["step"]), str(ck["complete"]), ck["path"])
         c.print(ct)
+    if info.get("eval_tasks"):
+        from reports.eval import history_table
+
+        c.print(history_table(info["eval_tasks"]))
     events = info.get("events") or []
     if events:
         shown = events[-SHOWN_EVENTS:]

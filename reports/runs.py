@@ -44,9 +44,12 @@ def show_run(store: Store, run_id: str) -> dict:
                   for e in s.scalars(select(RunEvent).where(RunEvent.run_id == run_id)
                                      .order_by(RunEvent.id))]
     summary["config"] = run.config
+    from orchestrator.eval.records import scores_of
+
     return {
         "run": summary,
         "checkpoints": [{"step": c.step, "path": c.path, "complete": c.complete,
                          "created_at": _iso(c.created_at)} for c in cks],
         "events": events,  # what happened besides steps: resumes, pauses, restarts, warnings
+        "eval_tasks": scores_of(store, run_id),
     }

@@ -20,6 +20,8 @@ Events (times are ISO-8601 UTC, epoch seconds or datetimes):
   {"type": "energy", "node", "device", "time"?, "window_s", "joules", "watts", "source"}
       or {"type": "energy", "samples": [ {...}, ... ]}                 -> energy samples
   {"type": "eval", "step", "tokens", "val_loss", ...}                  -> an `eval` event
+  {"type": "eval-tasks", "step", "tokens", "tasks": [{"task", "n", "acc", "acc_norm"}, ...]}
+      -> eval_scores rows (train --eval-every; a step stored again replaces its rows)
   {"type": "log", "level", "message"}                                   -> a `<level>` event
   {"type": "status", "status": "completed"|"failed"|..., "message"?}
       -> run.status, run.message, run.ended_at (for a terminal status)
@@ -110,6 +112,9 @@ def record_event(store, run_id: str, event: dict) -> str:  # noqa: ANN001 (orche
     if kind == "resumed":
         _need(event, "step")
         removed = store.delete_steps_after(run_id, int(event["step"]))
+        from orchestrator.eval.records import delete_after
+
+        delete_after(store, run_id, int(event["step"]))
         if event["step"] > 0 or removed:
             store.add_event(run_id, "resume", step=event["step"], path=event.get("path"),
                             discarded_step_rows=removed)
@@ -121,6 +126,15 @@ def record_event(store, run_id: str, event: dict) -> str:  # noqa: ANN001 (orche
         store.add_checkpoint(run_id, int(event["step"]), str(event["path"]),
                              complete=bool(event.get("complete", True)))
         return "checkpoint"
+    if kind == "eval-tasks":
+        _need(event, "step", "tokens", "tasks")
+        from orchestrator.eval.records import FIELDS, add_scores
+
+        for t in event["tasks"]:
+            _need({"type": "eval-tasks", **t}, *FIELDS)
+        add_scores(store, run_id, int(event["step"]), int(event["tokens"]), event["tasks"],
+                   _time(event.get("time")))
+        return "eval-tasks"
     if kind == "energy":
         store.add_energy(run_id, energy_rows(event))
         return "energy"

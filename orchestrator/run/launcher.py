@@ -59,6 +59,9 @@ def train(store: Store, home: Home, spec: RunSpec, *, resume: str | None = None,
         preset = init_preflight(spec, home)  # fills in spec.preset (and custom_preset)
     else:
         preset = resolve_preset(spec.preset, spec.custom_preset)
+    from orchestrator.eval.during import items_for_run
+
+    items_for_run(spec)  # --eval-tasks files read and checked before Ray starts
     import ray
 
     # The embedded default is this machine: check everything against it before starting Ray,

@@ -104,6 +104,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from orchestrator.eval.during import items_for_run
     from orchestrator.run.worker import TrainConfig
 
     if resume:
@@ -149,7 +150,8 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
         activation_checkpointing=spec.activation_checkpointing, compile=spec.compile,
         sync_each_micro_batch=plan.sync_each_micro_batch,
         peak_flops=peak_flops(assumptions, device), flops_per_token=flops_per_token(preset.args, plan.seq_len),
-        params=preset.params, extra={"threads": plan.cpus_per_worker}, init_from=spec.init_from)
+        params=preset.params, extra={"threads": plan.cpus_per_worker}, init_from=spec.init_from,
+        eval_every=spec.eval_every, eval_items=items_for_run(spec))
     meters = None
     if spec.meter:
         meters = _meters(run_id, run_dir, spec, assumptions)

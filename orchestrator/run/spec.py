@@ -8,7 +8,8 @@ adding one field.
 
 Run files (`train --config run.toml`, TOML or YAML; JSON is YAML) hold the same keys, flat or in
 tables named after the groups below ([model], [data], [schedule], [placement], [storage],
-[footprint], [carbon], [budget], [metering], [run]); an unknown key is bad input naming it.
+[evaluation], [footprint], [carbon], [budget], [metering], [run]); an unknown key is bad input
+naming it.
 Options given on the command line override the file.
 """
 
@@ -23,8 +24,8 @@ from typing import Any
 from planners.assumptions import OPTION_HELP
 from planners.errors import BadInput
 
-GROUPS = ("model", "data", "schedule", "placement", "storage", "footprint", "carbon", "budget",
-          "metering", "run")
+GROUPS = ("model", "data", "schedule", "placement", "storage", "evaluation", "footprint",
+          "carbon", "budget", "metering", "run")
 DEVICES = ("auto", "cpu", "cuda")
 CARBON_POLICIES = ("delay", "suspend", "threshold")
 
@@ -82,6 +83,11 @@ class RunSpec:
     checkpoint_every: int | None = opt(None, "storage", "Steps between checkpoints (default "
                                        "100).")
     keep_last: int = opt(3, "storage", "Complete checkpoints to keep.")
+    # -- evaluation during training (LLaMA §3.7, Figure 2)
+    eval_every: int | None = opt(None, "evaluation", "Checkpoint and score --eval-tasks every N "
+                                 "steps (and at the last step), sharded over the workers.")
+    eval_tasks: str | None = opt(None, "evaluation", "Task files for --eval-every, "
+                                 "comma-separated (as `eval --tasks`).")
     # -- footprint assumptions
     pue: float | None = opt(None, "footprint", OPTION_HELP["pue"])
     intensity_kg_per_kwh: float | None = opt(None, "footprint", OPTION_HELP["intensity"],
@@ -165,7 +171,7 @@ class RunSpec:
             raise BadInput("train needs a PRESET (`models` lists them), --init-from DIR or "
                            "--resume RUN_ID")
         need(self.workers >= 1, "workers", "must be >= 1 (one Ray Train worker at least)")
-        for key in ("max_steps", "batch_tokens", "micro_batch", "checkpoint_every"):
+        for key in ("max_steps", "batch_tokens", "micro_batch", "checkpoint_every", "eval_every"):
             v = getattr(self, key)
             need(v is None or v >= 1, key, "must be >= 1")
         need(self.tokens is None or self.tokens > 0, "tokens", "must be > 0")

@@ -53,6 +53,8 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
     init_from: str | None = None  # a Hugging Face or Meta directory: the weights of step 0
     run_dir: str = ""  # this run's local directory (pid files); "": checkpoint_dir's parent
+    eval_every: int | None = None  # checkpoint and score eval_items every N steps
+    eval_items: list | None = None  # orchestrator/eval items as dicts, read by the driver
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -312,13 +314,24 @@ def train_loop(config: dict) -> None:
                       grad_norm=float(norm), tokens_per_s=tokens_per_s, mfu=mfu,
                       memory_bytes=memory_bytes(device), time=time.time())
         command = _broadcast(reporter.command() if rank == 0 else None)
-        due = step % cfg.checkpoint_every == 0 or step == cfg.max_steps or command is not None
+        eval_due = bool(cfg.eval_every and cfg.eval_items) and (
+            step % cfg.eval_every == 0 or step == cfg.max_steps)
+        due = step % cfg.checkpoint_every == 0 or step == cfg.max_steps or command is not None \
+            or eval_due
         if due:
             path = ckpt.save(cfg.checkpoint_dir, step, model, optimizer,
                              {"step": step, "tokens": step * tokens_per_step},
                              keep_last=cfg.keep_last)
             last_saved = step
             reporter.send("checkpoint", step=step, path=str(path))
+        if eval_due:  # the checkpoint just saved, scored (sharded over the ranks)
+            from orchestrator.eval.during import evaluate_shard
+
+            tasks = evaluate_shard(model, data.tokenizer_path, cfg.eval_items, rank=rank,
+                                   world=world, device=device,
+                                   max_len=cfg.model_args["max_seq_len"])
+            reporter.send("eval-tasks", step=step, tokens=step * tokens_per_step, tasks=tasks,
+                          time=time.time())
         if command is not None:
             stop_reason = command
             break

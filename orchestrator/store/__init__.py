@@ -3,4 +3,4 @@
 
 from orchestrator.store.db import Store, _iso, new_id, open_store, run_summary  # noqa: F401
 from orchestrator.store.schema import (RUN_STATUSES, Base, Checkpoint, EnergySample, Fit,  # noqa: F401
-                                       Job, Plan, Run, RunEvent, Step, utcnow)
+                                       EvalScore, Job, Plan, Run, RunEvent, Step, utcnow)

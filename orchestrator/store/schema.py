@@ -1,5 +1,5 @@
 """The store's schema: SQLAlchemy 2.0 models of plans, runs, steps, checkpoints, energy samples,
-fits, jobs and run events (created and changed only through the Alembic migrations in
+fits, jobs, run events and evaluation scores (created and changed only through the Alembic migrations in
 migrations/), and what a run's status means when its driver is gone."""
 
 from __future__ import annotations
@@ -124,6 +124,22 @@ class RunEvent(Base):
     time: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class EvalScore(Base):
+    """Zero-shot multiple-choice accuracy of a run at a checkpoint (`train --eval-every`): one
+    row per task, as LLaMA §3.7 (Figure 2) tracks it during training."""
+    __tablename__ = "eval_scores"
+    __table_args__ = (UniqueConstraint("run_id", "step", "task", name="uq_eval_scores_run_step_task"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[int] = mapped_column(Integer)  # tokens trained at that step
+    task: Mapped[str] = mapped_column(String(128))
+    n: Mapped[int] = mapped_column(Integer)  # items scored
+    acc: Mapped[float] = mapped_column(Float)
+    acc_norm: Mapped[float] = mapped_column(Float)
+    time: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 RUN_STATUSES = ("created", "waiting", "running", "paused", "completed", "failed",
