@@ -3,7 +3,7 @@ drains it into the store and the progress display, and one energy meter per node
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
 from pathlib import Path
@@ -13,6 +13,9 @@ from orchestrator.run.launch import LaunchPlan
 from orchestrator.run.spec import RunSpec
 from orchestrator.run.events import _time, record_event, utc_iso
 from orchestrator.store import Store
+
+log = logging.getLogger(__name__)
+
 
 def _channel_class():
     import ray
@@ -88,6 +91,7 @@ class Driver:
                 self.poll_once()
             except Exception as e:  # never let the display or the store kill the run
                 self.errors.append(f"{type(e).__name__}: {e}")
+                log.warning("driver poll: %s: %s", type(e).__name__, e)
 
     def poll_once(self) -> None:
         with self.lock:
@@ -123,13 +127,12 @@ class Driver:
 
     def _message(self, m: dict) -> None:
         kind = m["type"]
+        _log_message(m)
         if kind == "hello" and self.meters is not None:
             self.meters.add_node(m["node_id"], m.get("gpu_uuids") or [])
         elif kind == "resumed" and self.policy is not None and self.policy.guard is not None:
             # time per step is measured from here: worker start-up is not training time
             self.policy.guard.started(self.policy.clock.now(), m["step"])
-        elif kind == "log":
-            print(f"{m.get('level', 'info')}: {m.get('message')}", file=sys.stderr)
         elif kind == "done":
             self.done = {k: v for k, v in m.items() if k != "type"}
         self._record(m)
@@ -152,6 +155,28 @@ class Driver:
                 {**s, "time": utc_iso(_time(s["time"]))} for s in event["samples"]]})
         else:
             self.events(event)
+
+
+def _log_message(m: dict) -> None:
+    """What the workers said, in the run log (a worker's `log` message at its own level)."""
+    kind = m["type"]
+    if kind == "log":
+        level = logging.getLevelName(str(m.get("level", "info")).upper())
+        log.log(level if isinstance(level, int) else logging.INFO, "%s", m.get("message"))
+    elif kind == "hello":
+        log.info("rank %s started on %s (node %s, pid %s)", m.get("rank"), m.get("hostname"),
+                 m.get("node_id"), m.get("pid"))
+    elif kind == "resumed":
+        log.info("training from step %s%s", m["step"],
+                 f" (checkpoint {m['path']})" if m.get("path") else "")
+    elif kind == "checkpoint":
+        log.info("checkpoint at step %s: %s", m["step"], m["path"])
+    elif kind == "eval":
+        log.info("evaluation at step %s: val_loss %s", m["step"], m.get("val_loss"))
+    elif kind == "done":
+        log.info("workers done at step %s (%s)", m.get("step"), m.get("reason"))
+    else:
+        log.debug("message %s", m)
 
 
 class NodeMeters:
