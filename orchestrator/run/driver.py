@@ -61,8 +61,9 @@ class Driver:
 
     def __init__(self, store: Store, run_id: str, channel, plan: LaunchPlan, run_dir: Path,
                  progress: Callable[[dict], None] | None, events: Callable[[dict], None] | None,
-                 meters=None, policy=None):
+                 meters=None, policy=None, tracker=None):
         self.store, self.run_id, self.channel, self.plan = store, run_id, channel, plan
+        self.tracker = tracker  # orchestrator/infra/trackers.py, fed by the one recorder
         self.run_dir, self.progress, self.events, self.meters = run_dir, progress, events, meters
         self.policy, self.commanded, self.t0 = policy, None, time.monotonic()
         self.commanded_at, self.commanded_kg_per_kwh = None, None
@@ -144,7 +145,7 @@ class Driver:
 
     def _record(self, event: dict) -> None:
         """The store (through the one recorder), then the `--events` stream."""
-        record_event(self.store, self.run_id, event)
+        record_event(self.store, self.run_id, event, self.tracker)
         if self.events is None:
             return
         if event["type"] == "step":  # one line per step, times as ISO-8601 with their offset

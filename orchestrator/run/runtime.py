@@ -125,20 +125,30 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
     with logs.run_log(run_dir, "driver"):
         log.info("run %s: %s on %d %s worker(s), steps to %d, storage %s", run_id, preset.name,
                  plan.workers, device, plan.max_steps, where.storage_path)
+        from orchestrator.infra.trackers import open_tracker
+
+        tracker = open_tracker(spec.tracker, run_id, run_dir=run_dir, home=home,
+                               config=store.get_run(run_id).config, run_name=spec.name)
+        status = "failed"
         try:
             summary = _train(store, spec, preset, plan, dataset, device, assumptions, handle,
                              progress, events, on_start, policy, resume, run_id, where,
-                             logs.level_name())
+                             logs.level_name(), tracker)
+            status = summary["status"]
         except (RunFailed, RunInterrupted) as e:
+            status = "failed" if isinstance(e, RunFailed) else "interrupted"
             log.log(logging.ERROR if isinstance(e, RunFailed) else logging.WARNING, "%s", e,
                     extra=logs.FILE_ONLY)
             raise
-        log.info("run %s ended %s", run_id, summary["status"])
+        finally:
+            if tracker is not None:
+                tracker.close(status)
+        log.info("run %s ended %s", run_id, status)
     return summary
 
 
 def _train(store, spec, preset, plan, dataset, device, assumptions, handle, progress, events,
-           on_start, policy, resume, run_id, where, log_level: str) -> dict:
+           on_start, policy, resume, run_id, where, log_level: str, tracker) -> dict:
     """run_on_ray's segments, the driver thread beside them, and the run's end."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -195,7 +205,7 @@ def _train(store, spec, preset, plan, dataset, device, assumptions, handle, prog
                 store.update_run(run_id, status="running",
                                  waited_s=store.get_run(run_id).waited_s + waited)
             driver = Driver(store, run_id, channel, plan, run_dir, progress, events, meters,
-                            policy).start()
+                            policy, tracker).start()
             while True:  # one segment per pause
                 trainer = _trainer_class(TorchTrainer, stopper)(
                     _worker_entry, train_loop_config={**tcfg.as_dict(), "channel": channel},
