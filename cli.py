@@ -46,7 +46,8 @@ def out() -> Console:
 
 
 def err() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    """Messages on stderr; in a pipe or CI one line each, never wrapped at 80 columns."""
+    return Console(file=sys.stderr, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 
 def g(ctx: typer.Context) -> Globals:
