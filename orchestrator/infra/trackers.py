@@ -149,6 +149,9 @@ class MlflowTracker(Tracker):
     def __init__(self, run_id: str, tracking_uri: str, name: str | None = None,
                  experiment: str | None = None, **assumptions):
         super().__init__(run_id, **assumptions)
+        # MLflow's SQLite store announces its table migrations at INFO on stderr
+        for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
