@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def _wait(what: str, ok, timeout_s: float = 60.0):  # noqa: ANN001
             value = ok()
             if value:
                 return value
-        except OSError:
+        except (OSError, ValueError):  # not there yet, or half written
             pass
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
@@ -152,3 +153,22 @@ def test_prometheus_scrapes_a_real_run_with_its_log_and_tracker(observed_head):
     assert sorted(tb) == [1, 2, 3, 4]
     assert [tb[k] for k in sorted(tb)] == pytest.approx(stored, rel=1e-5)
     assert acc.Scalars("energy/it_kwh")[-1].value > 0
+
+    # a failed run (its one worker killed, no restarts allowed): the error line names its log,
+    # which has the driver's account of the failure
+    proc = subprocess.Popen([*h["cli"], "train", "tiny", "--address", info["gcs_address"],
+                             "--max-steps", "200", "--batch-tokens", "1024", "--micro-batch",
+                             "2", "--max-failures", "0", "--no-meter", "--data", h["data"],
+                             "--no-dashboard"], cwd=ROOT, env=h["env"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    runs = Path(h["home"]) / "runs"
+    pid_file = _wait("the new run's worker", lambda: next(
+        (p for p in runs.glob("*/workers/rank0.pid") if run["id"] not in str(p)
+         and p.read_text().strip()), None), 240)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    failed_log = pid_file.parents[1] / "run.log"
+    assert proc.returncode == 1, err[-3000:]
+    assert f"failed: run {pid_file.parents[1].name} failed: " in err
+    assert err.rstrip().splitlines()[-1].count(f"log: {failed_log}") == 1, err[-3000:]
+    assert "ERROR [driver] orchestrator.run.runtime: training failed:" in failed_log.read_text()
