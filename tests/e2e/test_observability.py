@@ -137,6 +137,15 @@ def test_prometheus_scrapes_a_real_run_with_its_log_and_tracker(observed_head):
     joules = sum(max(float(v) for _, v in series["values"]) for series in energy)
     assert 0 < joules <= run["energy_joules"] * 1.000001, (joules, run["energy_joules"])
     assert {s["metric"]["node"] for s in energy} and {s["metric"]["device"] for s in energy}
+    # every panel of tally's Grafana dashboard has data for the run on this real Prometheus
+    board_json = json.loads(board.read_text())
+    now = time.time()
+    for panel in board_json["panels"]:
+        for target in panel["targets"]:
+            q = urllib.parse.urlencode({"query": target["expr"].replace("$run", run["id"]),
+                                        "start": now - 600, "end": now, "step": 2})
+            result = _get(f"{h['prometheus']}/api/v1/query_range?{q}")["data"]["result"]
+            assert result, (panel["title"], target["expr"])
 
     # the run's log: the driver and both ranks, each line saying who wrote it
     log = (Path(h["home"]) / "runs" / run["id"] / "run.log").read_text()
