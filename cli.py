@@ -859,8 +859,7 @@ def render_dashboard(c: Console, i: dict) -> None:
     c.print(f"Prometheus metrics: http://127.0.0.1:{i['metrics_port']}/metrics (not protected "
             "by the token)")
     if i.get("session_dir"):
-        c.print(f"Grafana dashboards: {i['session_dir']}/metrics/grafana/dashboards"
-                + (" (tally's among them)" if i.get("grafana_dashboard") else ""))
+        c.print(f"Grafana dashboards: {i['session_dir']}/metrics/grafana/dashboards")
     c.print(f"log: {i['log']}; stop it with: python cli.py dashboard --stop")
 
 
