@@ -193,10 +193,11 @@ class MlflowTracker(Tracker):
 
 
 def open_tracker(name: str | None, run_id: str, *, run_dir: Path, home, config: dict | None = None,
-                 run_name: str | None = None) -> Tracker | None:  # noqa: ANN001 (Home)
+                 run_name: str | None = None,
+                 energy_joules: float = 0.0) -> Tracker | None:  # noqa: ANN001 (Home)
     """The tracker `train --tracker` names, for run `run_id` (None for none). `config`: the
     run's stored config (its PUE and grid intensity turn energy into CO2, its scalars are
-    MLflow params)."""
+    MLflow params); `energy_joules`: what a resumed run has spent already."""
     if not name:
         return None
     check_installed(name)
@@ -206,6 +207,7 @@ def open_tracker(name: str | None, run_id: str, *, run_dir: Path, home, config: 
         tracker: Tracker = TensorBoardTracker(run_id, Path(run_dir) / "tensorboard", **assumptions)
     else:
         tracker = MlflowTracker(run_id, mlflow_uri(home), name=run_name, **assumptions)
+    tracker.energy_joules = float(energy_joules or 0.0)
     if cfg:
         tracker.params(cfg)
     log.info("tracker %s for run %s: %s", name, run_id, where(tracker))

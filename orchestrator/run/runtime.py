@@ -128,7 +128,9 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
         from orchestrator.infra.trackers import open_tracker
 
         tracker = open_tracker(spec.tracker, run_id, run_dir=run_dir, home=home,
-                               config=store.get_run(run_id).config, run_name=spec.name)
+                               config=store.get_run(run_id).config, run_name=spec.name,
+                               energy_joules=store.run_summaries([run_id])[0]["energy_joules"]
+                               if resume else 0.0)
         status = "failed"
         try:
             summary = _train(store, spec, preset, plan, dataset, device, assumptions, handle,

@@ -97,9 +97,14 @@ def test_mlflow_store_holds_metrics_params_and_status(tmp_path, monkeypatch):
         got = {m.step: m.value for m in client.get_metric_history(found.info.run_id, key)}
         assert got == pytest.approx(by_step, rel=1e-6), key
 
-    # a resumed run continues the same MLflow run
-    again = open_tracker("mlflow", run["run_id"], run_dir=tmp_path, home=run["home"])
+    # a resumed run continues the same MLflow run, its energy counted on from what it spent
+    again = open_tracker("mlflow", run["run_id"], run_dir=tmp_path, home=run["home"],
+                         energy_joules=3.6e6)
     assert again.mlflow_run_id == found.info.run_id
+    again.feed({"type": "energy", "node": "n0", "device": "cpu", "window_s": 1.0,
+                "joules": 3.6e6, "watts": 10.0, "source": "rapl"})
+    history = client.get_metric_history(found.info.run_id, "energy/it_kwh")
+    assert [m.value for m in history if m.step == 0] == [2.0]  # 1 kWh before, 1 kWh now
     again.close("failed")
     assert client.get_run(found.info.run_id).info.status == "FAILED"
 
