@@ -64,3 +64,26 @@ def test_cli_log_level(tmp_path, monkeypatch, capsys):
         "error: --log-level 'loud' is not one of debug, info, warning, error"
     assert cli.main(["--log-level", "debug", "runs", "--json"]) == 0
     assert logs.level_name() == "debug"
+
+
+def test_a_workers_exception_lands_in_the_run_log_with_its_rank(tmp_path, monkeypatch):
+    import ray.train
+
+    from orchestrator.run import worker
+
+    class Context:
+        def get_world_rank(self):
+            return 3
+
+    def boom(config):
+        logging.getLogger("orchestrator.run.worker").info("rank 3 of 4 on host")
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    monkeypatch.setattr(ray.train, "get_context", lambda: Context())
+    monkeypatch.setattr(worker, "_train_loop", boom)
+    with pytest.raises(RuntimeError):
+        worker.train_loop({"run_dir": str(tmp_path), "log_level": "warning"})
+    text = (tmp_path / "run.log").read_text()
+    assert "INFO [rank 3] orchestrator.run.worker: rank 3 of 4 on host" in text
+    assert "ERROR [rank 3] orchestrator.run.worker: rank 3 failed" in text
+    assert "Traceback" in text and "RuntimeError: CUDA error: an illegal memory access" in text
