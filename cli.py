@@ -53,7 +53,8 @@ def out() -> Console:
 
 
 def err() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    """Messages on stderr; in a pipe or CI one line each, never wrapped at 80 columns."""
+    return Console(file=sys.stderr, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 
 def g(ctx: typer.Context) -> Globals:
@@ -119,10 +120,14 @@ def main_options(
     ctx: typer.Context,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail; tracebacks on internal errors.")] = False,
+    log_level: Annotated[str, typer.Option("--log-level", envvar="TALLY_LOG_LEVEL", help="Messages on stderr from this level: debug, info, warning, error (a run's run.log keeps info and above).")] = "warning",
     home: Annotated[Optional[str], typer.Option("--home", envvar="TALLY_HOME", help="Where the database and run artefacts live (default ./.tally).")] = None,
     db: Annotated[Optional[str], typer.Option("--db", envvar="TALLY_DB", help="Database: a SQLite file or any SQLAlchemy URL (default $TALLY_HOME/tally.db).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ):
+    from orchestrator.infra.logs import configure
+
+    configure(log_level)  # BadInput (exit 2) for an unknown level
     ctx.obj = Globals(json=json_, verbose=verbose, home=home, db=db)
 
 

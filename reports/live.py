@@ -1,4 +1,5 @@
-"""The live view of a training run: a rich progress bar on a terminal, plain lines elsewhere.
+"""The live view of a training run: a rich progress bar on a terminal, elsewhere (a pipe, a
+log file, CI) one plain line per update, never wrapped.
 
 Shows what a user watches: step, loss, tokens/s, MFU, kWh and kg CO2eq so far, the projected
 total energy (energy per token so far x tokens planned, carbontracker-style), and the ETA.
@@ -66,4 +67,6 @@ class TrainProgress:
             self.bar.update(self.task, completed=m["step"], info=info)
         elif time.monotonic() - self._last_line >= self.every_s or m["step"] == self.total:
             self._last_line = time.monotonic()
-            self.console.print(f"step {m['step']}/{self.total} | {info}", highlight=False)
+            # one line per update, never wrapped: logs and CI read it line by line
+            self.console.print(f"step {m['step']}/{self.total} | {info}", highlight=False,
+                               soft_wrap=True)

@@ -14,6 +14,23 @@ import threading
 
 _lock = threading.Lock()
 _metrics: dict | None = None
+DEVICE_TAGS = ("node", "device", "run")
+# key -> (name, kind, description, tags): the metrics tally exports, created from this table
+METRICS = {
+    "power": ("tally_power_watts", "gauge", "Power per device, W", DEVICE_TAGS),
+    "energy": ("tally_energy_joules", "counter", "IT energy per device, J", DEVICE_TAGS),
+    "co2": ("tally_co2_kg", "counter", "CO2eq per device (PUE x intensity), kg", DEVICE_TAGS),
+    "loss": ("tally_train_loss", "gauge", "Training loss", ("run",)),
+    "tokens_per_s": ("tally_train_tokens_per_s", "gauge", "Training tokens/s", ("run",)),
+    "mfu": ("tally_train_mfu", "gauge", "Model FLOPs utilisation (0-1)", ("run",)),
+}
+
+
+def prometheus_names() -> dict[str, tuple[str, ...]]:
+    """The names Prometheus scrapes from Ray (`ray_` prefix, `_total` on counters) -> their
+    labels (Ray and Prometheus add more: SessionName, instance, ...)."""
+    return {f"ray_{name}{'_total' if kind == 'counter' else ''}": tags
+            for name, kind, _, tags in METRICS.values()}
 
 
 def _ray_metrics() -> dict | None:
@@ -26,17 +43,10 @@ def _ray_metrics() -> dict | None:
         with _lock:
             if _metrics is None:
                 from ray.util.metrics import Counter, Gauge
-                device = ("node", "device", "run")
-                _metrics = {
-                    "power": Gauge("tally_power_watts", "Power per device, W", device),
-                    "energy": Counter("tally_energy_joules", "IT energy per device, J", device),
-                    "co2": Counter("tally_co2_kg", "CO2eq per device (PUE x intensity), kg",
-                                   device),
-                    "loss": Gauge("tally_train_loss", "Training loss", ("run",)),
-                    "tokens_per_s": Gauge("tally_train_tokens_per_s", "Training tokens/s",
-                                          ("run",)),
-                    "mfu": Gauge("tally_train_mfu", "Model FLOPs utilisation (0-1)", ("run",)),
-                }
+
+                kinds = {"gauge": Gauge, "counter": Counter}
+                _metrics = {key: kinds[kind](name, description, tags)
+                            for key, (name, kind, description, tags) in METRICS.items()}
         return _metrics
     except Exception:  # noqa: BLE001 - metrics are a nicety, never a failure
         return None

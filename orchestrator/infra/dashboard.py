@@ -250,6 +250,11 @@ def start_head(home, *, host: str = "127.0.0.1", port: int = DEFAULT_DASHBOARD_P
                             f"{START_TIMEOUT_S:.0f} s; see {log}")
         time.sleep(0.5)
     info["session_dir"] = _session_dir(_group(proc.pid))
+    if info["session_dir"]:  # tally's panels beside Ray's own (orchestrator/infra/grafana.py)
+        from orchestrator.infra.grafana import provision
+
+        grafana = provision(info["session_dir"], timeout_s=30)
+        info["grafana_dashboard"] = str(grafana) if grafana else None
     f = head_file(home)
     f.write_text(json.dumps(info, indent=2) + "\n")
     return {**info, "started": True}

@@ -3,7 +3,7 @@ drains it into the store and the progress display, and one energy meter per node
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
 from pathlib import Path
@@ -13,6 +13,9 @@ from orchestrator.run.launch import LaunchPlan
 from orchestrator.run.spec import RunSpec
 from orchestrator.run.events import _time, record_event, utc_iso
 from orchestrator.store import Store
+
+log = logging.getLogger(__name__)
+
 
 def _channel_class():
     import ray
@@ -58,8 +61,9 @@ class Driver:
 
     def __init__(self, store: Store, run_id: str, channel, plan: LaunchPlan, run_dir: Path,
                  progress: Callable[[dict], None] | None, events: Callable[[dict], None] | None,
-                 meters=None, policy=None):
+                 meters=None, policy=None, tracker=None):
         self.store, self.run_id, self.channel, self.plan = store, run_id, channel, plan
+        self.tracker = tracker  # orchestrator/infra/trackers.py, fed by the one recorder
         self.run_dir, self.progress, self.events, self.meters = run_dir, progress, events, meters
         self.policy, self.commanded, self.t0 = policy, None, time.monotonic()
         self.commanded_at, self.commanded_kg_per_kwh = None, None
@@ -88,6 +92,7 @@ class Driver:
                 self.poll_once()
             except Exception as e:  # never let the display or the store kill the run
                 self.errors.append(f"{type(e).__name__}: {e}")
+                log.warning("driver poll: %s: %s", type(e).__name__, e)
 
     def poll_once(self) -> None:
         with self.lock:
@@ -123,13 +128,12 @@ class Driver:
 
     def _message(self, m: dict) -> None:
         kind = m["type"]
+        _log_message(m)
         if kind == "hello" and self.meters is not None:
             self.meters.add_node(m["node_id"], m.get("gpu_uuids") or [])
         elif kind == "resumed" and self.policy is not None and self.policy.guard is not None:
             # time per step is measured from here: worker start-up is not training time
             self.policy.guard.started(self.policy.clock.now(), m["step"])
-        elif kind == "log":
-            print(f"{m.get('level', 'info')}: {m.get('message')}", file=sys.stderr)
         elif kind == "done":
             self.done = {k: v for k, v in m.items() if k != "type"}
         self._record(m)
@@ -141,7 +145,7 @@ class Driver:
 
     def _record(self, event: dict) -> None:
         """The store (through the one recorder), then the `--events` stream."""
-        record_event(self.store, self.run_id, event)
+        record_event(self.store, self.run_id, event, self.tracker)
         if self.events is None:
             return
         if event["type"] == "step":  # one line per step, times as ISO-8601 with their offset
@@ -152,6 +156,28 @@ class Driver:
                 {**s, "time": utc_iso(_time(s["time"]))} for s in event["samples"]]})
         else:
             self.events(event)
+
+
+def _log_message(m: dict) -> None:
+    """What the workers said, in the run log (a worker's `log` message at its own level)."""
+    kind = m["type"]
+    if kind == "log":
+        level = logging.getLevelName(str(m.get("level", "info")).upper())
+        log.log(level if isinstance(level, int) else logging.INFO, "%s", m.get("message"))
+    elif kind == "hello":
+        log.info("rank %s started on %s (node %s, pid %s)", m.get("rank"), m.get("hostname"),
+                 m.get("node_id"), m.get("pid"))
+    elif kind == "resumed":
+        log.info("training from step %s%s", m["step"],
+                 f" (checkpoint {m['path']})" if m.get("path") else "")
+    elif kind == "checkpoint":
+        log.info("checkpoint at step %s: %s", m["step"], m["path"])
+    elif kind == "eval":
+        log.info("evaluation at step %s: val_loss %s", m["step"], m.get("val_loss"))
+    elif kind == "done":
+        log.info("workers done at step %s (%s)", m.get("step"), m.get("reason"))
+    else:
+        log.debug("message %s", m)
 
 
 class NodeMeters:

@@ -90,8 +90,16 @@ def energy_rows(event: dict) -> list[dict]:
     return out
 
 
-def record_event(store, run_id: str, event: dict) -> str:  # noqa: ANN001 (orchestrator.store.Store)
-    """Write one event of a run into the store (the contract above); returns what it did."""
+def record_event(store, run_id: str, event: dict, tracker=None) -> str:  # noqa: ANN001
+    """Write one event of a run into the store (the contract above), then to the run's
+    experiment tracker when it has one (orchestrator/infra/trackers.py); returns what it did."""
+    done = _store_event(store, run_id, event)
+    if tracker is not None:
+        tracker.feed(event)
+    return done
+
+
+def _store_event(store, run_id: str, event: dict) -> str:  # noqa: ANN001 (orchestrator.store.Store)
     from orchestrator.store import RUN_STATUSES
 
     kind = event.get("type")

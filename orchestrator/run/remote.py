@@ -292,14 +292,15 @@ def _wait_terminal(client, job_id: str, timeout_s: float = 60.0) -> str:  # noqa
 def run_remote(store, run_id: str, address: str, argv: list[str], *,  # noqa: ANN001
                token_path: str | None, working_dir: str | Path,
                python: str = DEFAULT_REMOTE_PYTHON, on_event: Callable[[dict], None] | None = None,
-               **kwargs: Any) -> dict:
+               tracker=None, **kwargs: Any) -> dict:  # noqa: ANN001 (trackers.Tracker)
     """submit_and_follow with every event recorded for `run_id` (which must exist), then the
     run closed: a job that ended without a terminal status event is marked failed (or
     interrupted when stopped) with the job's message. `on_event` sees each event after it is
-    stored (for a progress bar). The job id is the run id unless submission_id is given."""
+    stored (for a progress bar); `tracker` (orchestrator/infra/trackers.py) too. The job id is
+    the run id unless submission_id is given."""
     def record(ev: dict) -> None:
         try:
-            record_event(store, run_id, ev)
+            record_event(store, run_id, ev, tracker)
         except BadInput as e:
             store.add_event(run_id, "bad-event", error=str(e))
         if on_event is not None:
@@ -385,19 +386,28 @@ def train_remote(store: Store, home: Home, spec: RunSpec, *,
         if ev.get("type") == "step" and progress:
             progress({**ev, "energy_joules": last["energy_joules"]})
 
+    from orchestrator.infra.trackers import open_tracker
+
     root = Path(__file__).resolve().parents[2]
+    # the tracker is this machine's: the job's `run` event brings its PUE and grid intensity
+    tracker = open_tracker(spec.tracker, run.id, run_dir=home.run_dir(run.id), home=home,
+                           run_name=spec.name)
     try:
         with store.driving(run.id):
             result = run_remote(store, run.id, spec.address, job_argv(spec),
                                 token_path=token_path, working_dir=root, python=python,
-                                on_event=seen, env=location_env(resolve_storage(spec.storage,
-                                                                                home)))
+                                on_event=seen, tracker=tracker,
+                                env=location_env(resolve_storage(spec.storage, home)))
     except BaseException as e:  # refused submission, Ctrl-C (run_remote stopped the job), ...
         interrupted = isinstance(e, KeyboardInterrupt)
         store.update_run(run.id, status="interrupted" if interrupted else "failed",
                          ended_at=utcnow(), message=f"{type(e).__name__}: {e}"[:500])
+        if tracker is not None:
+            tracker.close("interrupted" if interrupted else "failed")
         raise
     summary = store.run_summaries([run.id])[0]
+    if tracker is not None:
+        tracker.close(summary["status"])
     if summary["status"] == "failed":
         raise RunFailed(f"remote run {run.id} (job {result['job_id']}) failed: "
                         f"{summary['message']}; `ray job logs {result['job_id']}` shows its log")

@@ -3,9 +3,9 @@ TorchTrainer (one segment per carbon pause), the driver thread beside it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,8 @@ from planners.errors import BadInput, RunFailed, RunInterrupted
 
 if TYPE_CHECKING:
     from orchestrator.store.home import Home
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class RayHandle:
@@ -100,12 +102,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
     """Record the run (or reopen `resume`), then train it with TorchTrainer, one segment per
     carbon pause, the driver thread writing what the workers send. Ctrl-C or SIGTERM: the
     workers checkpoint at their next step and stop; the run ends `interrupted`, resumable."""
-    import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from orchestrator.eval.during import items_for_run
-    from orchestrator.run.worker import TrainConfig
+    from orchestrator.infra import logs
 
     if resume:
         run = store.get_run(resume)
@@ -125,6 +122,45 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
     from orchestrator.run.export import keep_tokenizer
 
     keep_tokenizer(run_dir, getattr(dataset, "tokenizer_path", None))
+    with logs.run_log(run_dir, "driver"):
+        log.info("run %s: %s on %d %s worker(s), steps to %d, storage %s", run_id, preset.name,
+                 plan.workers, device, plan.max_steps, where.storage_path)
+        from orchestrator.infra.trackers import open_tracker
+
+        tracker = open_tracker(spec.tracker, run_id, run_dir=run_dir, home=home,
+                               config=store.get_run(run_id).config, run_name=spec.name,
+                               energy_joules=store.run_summaries([run_id])[0]["energy_joules"]
+                               if resume else 0.0)
+        status = "failed"
+        try:
+            summary = _train(store, spec, preset, plan, dataset, device, assumptions, handle,
+                             progress, events, on_start, policy, resume, run_id, where,
+                             logs.level_name(), tracker)
+            status = summary["status"]
+        except (RunFailed, RunInterrupted) as e:
+            status = "failed" if isinstance(e, RunFailed) else "interrupted"
+            log.log(logging.ERROR if isinstance(e, RunFailed) else logging.WARNING, "%s", e,
+                    extra=logs.FILE_ONLY)
+            raise
+        finally:
+            if tracker is not None:
+                tracker.close(status)
+        log.info("run %s ended %s", run_id, status)
+    return summary
+
+
+def _train(store, spec, preset, plan, dataset, device, assumptions, handle, progress, events,
+           on_start, policy, resume, run_id, where, log_level: str, tracker) -> dict:
+    """run_on_ray's segments, the driver thread beside them, and the run's end."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from orchestrator.infra.logs import FILE_ONLY, run_log_path
+    from orchestrator.run.worker import TrainConfig
+    from orchestrator.eval.during import items_for_run
+
+    run_dir = where.local_dir
     if on_start:
         on_start({"run_id": run_id, "dashboard_url": handle.dashboard_url if handle else None,
                   "token_path": handle.token_path if handle else None,
@@ -151,7 +187,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
         sync_each_micro_batch=plan.sync_each_micro_batch,
         peak_flops=peak_flops(assumptions, device), flops_per_token=flops_per_token(preset.args, plan.seq_len),
         params=preset.params, extra={"threads": plan.cpus_per_worker}, init_from=spec.init_from,
-        eval_every=spec.eval_every, eval_items=items_for_run(spec))
+        eval_every=spec.eval_every, eval_items=items_for_run(spec), log_level=log_level)
     meters = None
     if spec.meter:
         meters = _meters(run_id, run_dir, spec, assumptions)
@@ -173,7 +209,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
                 store.update_run(run_id, status="running",
                                  waited_s=store.get_run(run_id).waited_s + waited)
             driver = Driver(store, run_id, channel, plan, run_dir, progress, events, meters,
-                            policy).start()
+                            policy, tracker).start()
             while True:  # one segment per pause
                 trainer = _trainer_class(TorchTrainer, stopper)(
                     _worker_entry, train_loop_config={**tcfg.as_dict(), "channel": channel},
@@ -218,6 +254,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
         status, signum = "interrupted", getattr(e, "signum", signal.SIGINT)
     except Exception as e:  # TrainingFailedError and friends
         message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+        log.error("training failed: %s: %s", type(e).__name__, e, extra=FILE_ONLY)
     finally:
         try:
             if driver is not None:
@@ -238,7 +275,7 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
         st = meters.status()
         store.add_event(run_id, "meter", **st)
         for e in st["errors"]:
-            print(f"warning: energy metering: {e}", file=sys.stderr)
+            log.warning("energy metering: %s", e)
     savings = policy.savings()
     if savings:
         store.add_event(run_id, "carbon", **savings)
@@ -249,9 +286,8 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
     if status == "interrupted":
         raise RunInterrupted(f"run {run_id} {message}", signum)
     if status == "failed":
-        log = run_dir
-        raise RunFailed(f"run {run_id} failed: {message}; logs under {log} and the Ray session "
-                        "logs (/tmp/ray/session_latest/logs)")
+        raise RunFailed(f"run {run_id} failed: {message}; log: {run_log_path(run_dir)} (the Ray "
+                        "session's own logs: /tmp/ray/session_latest/logs)")
     return summary
 
 

@@ -28,6 +28,7 @@ GROUPS = ("model", "data", "schedule", "placement", "storage", "evaluation", "fo
           "carbon", "budget", "metering", "run")
 DEVICES = ("auto", "cpu", "cuda")
 CARBON_POLICIES = ("delay", "suspend", "threshold")
+TRACKERS = ("tensorboard", "mlflow")  # orchestrator/infra/trackers.py
 
 
 def opt(default: Any, group: str, help: str, *, flag: str | None = None, kind: str = "",
@@ -127,6 +128,9 @@ class RunSpec:
                               flag="--plan")
     config_extra: dict | None = opt(None, "run", "Merged into the run's config (sweeps).",
                                     cli=False)
+    tracker: str | None = opt(None, "run", "Also write the run's metrics to tensorboard (event "
+                              "files in the run directory) or mlflow (MLFLOW_TRACKING_URI, "
+                              "default sqlite:///$TALLY_HOME/mlflow.db); docs/observability.md.")
 
     # -- reading and writing ------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -208,14 +212,22 @@ class RunSpec:
             from planners.hardware import get_gpu
 
             get_gpu(self.gpu)  # BadInput naming the known GPUs
+        need(self.tracker is None or self.tracker in TRACKERS, "tracker",
+             f"is not one of {', '.join(TRACKERS)}")
+        if self.tracker:
+            from orchestrator.infra.trackers import check_installed
+
+            check_installed(self.tracker)  # one of the trackers, its package installed
         return self
 
     # -- what a remote job runs ---------------------------------------------------------------
     def for_remote_job(self) -> "RunSpec":
         """The spec a job on the head runs: attached to the cluster it runs on, no dashboard
         of its own, no local token file; the plan stays with the submitting store (its run
-        record links it), everything else, the carbon policy included, goes with the job."""
-        return replace(self, address="auto", dashboard=False, token_path=None, plan_id=None)
+        record links it), and so does the tracker (fed from the job's events here); everything
+        else, the carbon policy included, goes with the job."""
+        return replace(self, address="auto", dashboard=False, token_path=None, plan_id=None,
+                       tracker=None)
 
 
 FIELDS: dict[str, Any] = {f.name: f for f in fields(RunSpec)}

@@ -9,6 +9,7 @@ weight decay 0.1 on 2-D weights, clipping 1.0, linear warm-up then cosine decay 
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import os
 import socket
@@ -19,6 +20,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+LOG_EVERY = 10  # rank 0 logs every this many steps (and the last), every rank at debug
 
 
 @dataclass
@@ -55,6 +59,7 @@ class TrainConfig:
     run_dir: str = ""  # this run's local directory (pid files); "": checkpoint_dir's parent
     eval_every: int | None = None  # checkpoint and score eval_items every N steps
     eval_items: list | None = None  # orchestrator/eval items as dicts, read by the driver
+    log_level: str = "warning"  # the CLI's --log-level (the run log keeps info and above)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -205,7 +210,24 @@ def evaluate(model, cfg: TrainConfig, device: torch.device, rank: int, world: in
 
 
 def train_loop(config: dict) -> None:
-    """The Ray Train worker function."""
+    """The Ray Train worker function: the loop below, appending to the run's log (rank in each
+    line); an exception is logged there with its traceback before Ray sees it."""
+    import ray.train
+
+    from orchestrator.infra.logs import run_log
+
+    rank = ray.train.get_context().get_world_rank()
+    if not config.get("run_dir"):
+        return _train_loop(config)
+    with run_log(config["run_dir"], f"rank {rank}", config.get("log_level")):
+        try:
+            _train_loop(config)
+        except Exception:
+            log.exception("rank %d failed", rank)
+            raise
+
+
+def _train_loop(config: dict) -> None:
     import ray.train
 
     from orchestrator.run import checkpoint as ckpt
@@ -235,6 +257,8 @@ def train_loop(config: dict) -> None:
     pid_dir = Path(cfg.run_dir or Path(cfg.checkpoint_dir).parent) / "workers"
     pid_dir.mkdir(parents=True, exist_ok=True)
     (pid_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
+    log.info("rank %d of %d on %s (pid %d, %s)", rank, world, socket.gethostname(), os.getpid(),
+             device)
 
     data = open_dataset(cfg.data, split="train")
     n_seq = data.num_sequences(cfg.seq_len)
@@ -261,6 +285,7 @@ def train_loop(config: dict) -> None:
             start = int(extra.get("step", found.step))
             reporter.send("resumed", step=start, path=str(found.path),
                           skipped=[[str(p), r] for p, r in found.skipped])
+            log.info("resumed from %s at step %d", found.path, start)
     if start == 0 and cfg.init_from:
         from orchestrator.run.init_from import load_into
 
@@ -310,6 +335,9 @@ def train_loop(config: dict) -> None:
         mfu = cfg.flops_per_token * tokens_per_s / (peak * world) if cfg.flops_per_token else None
         if rank == 0:
             _ray_metrics(loss_mean, tokens_per_s, mfu, cfg.run_id)
+        log.log(logging.INFO if rank == 0 and (step % LOG_EVERY == 0 or step == cfg.max_steps)
+                else logging.DEBUG, "step %d loss %.4f lr %.3g %.0f tokens/s", step, loss_mean,
+                lr, tokens_per_s)
         reporter.send("step", step=step, tokens=step * tokens_per_step, loss=loss_mean, lr=lr,
                       grad_norm=float(norm), tokens_per_s=tokens_per_s, mfu=mfu,
                       memory_bytes=memory_bytes(device), time=time.time())
@@ -324,6 +352,7 @@ def train_loop(config: dict) -> None:
                              keep_last=cfg.keep_last)
             last_saved = step
             reporter.send("checkpoint", step=step, path=str(path))
+            log.debug("checkpoint at step %d saved: %s", step, path)
         if eval_due:  # the checkpoint just saved, scored (sharded over the ranks)
             from orchestrator.eval.during import evaluate_shard
 
@@ -341,6 +370,7 @@ def train_loop(config: dict) -> None:
         reporter.send("eval", step=step, tokens=step * tokens_per_step, val_loss=val_loss,
                       params=cfg.params)
     reporter.send("done", step=step, reason=stop_reason or "max_steps")
+    log.info("rank %d done at step %d (%s)", rank, step, stop_reason or "max_steps")
     # Release everything before Ray tears the process group down (avoids SIGABRT at exit).
     del model, optimizer
     gc.collect()

@@ -41,7 +41,8 @@ def _values(f):
         return (not rs.default(f.name)), [f"--no-{rs.flag(f.name)[2:]}" if rs.default(f.name)
                                           else rs.flag(f.name)]
     special = {"device": "cpu", "policy": "threshold", "gpu": "h100", "storage": "s3://b/p",
-               "pue": 1.2, "intensity_kg_per_kwh": 0.2, "address": "ray://head:10001"}
+               "pue": 1.2, "intensity_kg_per_kwh": 0.2, "address": "ray://head:10001",
+               "tracker": "tensorboard"}
     if f.name in special:
         v = special[f.name]
     elif kind == "count":
@@ -136,6 +137,7 @@ def _strategy(f):
         "preset": st.sampled_from(["tiny", "small", "1b", "7b"]),
         "custom_preset": st.none(), "config_extra": st.none() | st.just({"sweep": {"id": "s"}}),
         "address": none | st.sampled_from(["ray://h:10001", "auto"]),
+        "tracker": none | st.sampled_from(rs.TRACKERS),
     }
     if f.name in special:
         return special[f.name]
