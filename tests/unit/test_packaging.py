@@ -18,7 +18,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 OWN = ("cli", "orchestrator", "model", "planners", "reports")  # the design's top-level names
 PACKAGE_ROOTS = ("orchestrator", "model", "planners", "reports")
 # extras whose modules the shipped code may import (lazily, with a message when missing)
-RUNTIME_EXTRAS = ("gcs",)
+RUNTIME_EXTRAS = ("gcs", "tensorboard", "mlflow")
 
 
 def canonical(name: str) -> str:
@@ -102,9 +102,13 @@ def test_files_that_are_not_python_are_package_data():
         for p in (ROOT / d).rglob("*"):
             if not p.is_file() or p.suffix in (".py", ".pyc") or "__pycache__" in p.parts:
                 continue
-            package = str(p.parent.relative_to(ROOT)).replace("/", ".")
-            if not any(fnmatch.fnmatch(p.name, pat) for pat in data.get(package, [])):
-                unshipped.append(str(p.relative_to(ROOT)))
+            rel = p.relative_to(ROOT)
+            # a pattern of the file's package or of one above it, relative to that package
+            shipped = any(fnmatch.fnmatch(str(rel.relative_to(Path(*rel.parts[:n]))), pat)
+                          for n in range(1, len(rel.parts))
+                          for pat in data.get(".".join(rel.parts[:n]), []))
+            if not shipped:
+                unshipped.append(str(rel))
     assert not unshipped, f"not in package-data: {unshipped}"
     migrations = ROOT / "orchestrator" / "store" / "migrations"
     assert (migrations / "script.py.mako").is_file()
