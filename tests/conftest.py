@@ -92,6 +92,8 @@ FAST = ["--batch-tokens", "1024", "--micro-batch", "2", "--no-meter", "--no-dash
 # One 8-step schedule shared by the runs that compare losses: 2 workers straight through (the
 # reference), 1 worker for its first half (same global batch), 2 workers stopped at 4 then
 # resumed, and a run paused by the carbon threshold.
+_TASKS = Path(__file__).resolve().parents[1] / "orchestrator" / "eval" / "tasks"
+EVAL_TASKS = f"{_TASKS / 'science_qa.jsonl'},{_TASKS / 'yes_no.jsonl'}"  # shipped task files
 SCHEDULE = ["--tokens", str(8 * 1024), "--checkpoint-every", "2", "--lr", "3e-3",
             "--warmup-steps", "2", "--seed", "3"]
 
@@ -133,9 +135,13 @@ def tcli_session(train_home, ray_local):
 
 @pytest.fixture(scope="session")
 def reference_run(tcli_session):
-    """SCHEDULE on 2 workers, 8 steps, straight through and metered (one meter on this node)."""
+    """SCHEDULE on 2 workers, 8 steps, straight through, metered (one meter on this node) and
+    scored on two shipped task files at steps 4 and 8 (`--eval-every`, at checkpoints it makes
+    anyway): the runs compared with it train without evaluation, so their equal losses also
+    show that evaluating does not disturb training."""
     fast_metered = [a for a in FAST if a != "--no-meter"] + ["--meter-interval", "0.5"]
     res = tcli_session("train", "tiny", *fast_metered, *SCHEDULE, "--workers", "2",
-                       "--max-steps", "8", "--json")
+                       "--max-steps", "8", "--eval-every", "4", "--eval-tasks", EVAL_TASKS,
+                       "--json")
     assert res.code == 0, res.stderr
     return res.json()
