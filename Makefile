@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TALLY_HOME ?= $(CURDIR)/.tally
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup system-packages demo test test-fast clean
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,20 @@ demo: setup
 # Everything, slow end-to-end tests included (they run in CI too), in two pytest-xdist
 # workers (each test file in one worker; each worker its own private Ray instance).
 TEST_WORKERS ?= 2
-test: setup
+test: setup system-packages
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The system packages the tests drive for real (Debian's): a Prometheus server that scrapes a
+# run (tests/e2e/test_observability.py) and tmux, the terminal Ctrl-C is typed into
+# (tests/reliability/test_stop_signals.py). Installed with apt-get where they are missing.
+SYSTEM_PACKAGES := prometheus tmux
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null; then echo "install:$$missing (the tests need them)"; exit 1; fi; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
 
 # Only the fast tests (tests/unit: no Ray, no training), for the edit-test loop.
 test-fast: setup
