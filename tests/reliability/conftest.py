@@ -106,7 +106,7 @@ def _reader(home: Path, argv: list[str], stop: threading.Event, out: list) -> No
         p = subprocess.run([PY, str(ROOT / "cli.py"), *argv], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120)
         out.append((time.time(), p.returncode, p.stdout, p.stderr))
-        stop.wait(1.5)  # a reader, not a load generator (each read is a new process)
+        stop.wait(5.0)  # a reader, not a load generator (each read is a new process)
 
 
 @pytest.fixture(scope="session")
