@@ -25,11 +25,11 @@ demo: setup
 	$(BIN)/python cli.py report carbon
 
 # Everything, slow end-to-end tests included (they run in CI too), in two pytest-xdist
-# workers, each with its own private Ray instance; tests that share an expensive fixture (a
-# reference run, a Ray head) are one xdist_group, run by one worker.
+# workers, each with its own private Ray instance; which worker runs what: tests/conftest.py
+# (a file per unit, the files sharing a reference run in one unit, the longest first).
 TEST_WORKERS ?= 2
 test: setup system-packages
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The system packages the tests drive for real (Debian's): a Prometheus server that scrapes a
 # run (tests/e2e/test_observability.py) and tmux, the terminal Ctrl-C is typed into

@@ -145,3 +145,77 @@ def reference_run(tcli_session):
                        "--json")
     assert res.code == 0, res.stderr
     return res.json()
+
+
+# -- how `make test` splits the suite over its two pytest-xdist workers ------------------------
+# Each test file is one unit of work, except the files that share an expensive session fixture:
+# those go to one worker together, so the fixture is built once. The units are handed out
+# longest first (longest-processing-time scheduling), with the two reference groups first so
+# they start on different workers. (pytest 9.2 ignores xdist 3.8's `xdist_group` mark: xdist
+# sets `item._nodeid`, which pytest no longer reads; hence a scheduler of our own.)
+SHARED_FIXTURE_GROUPS = {
+    # tests/reliability/conftest.py `reference` (a run read by two store readers)
+    "rel-reference": ["tests/reliability/test_checkpoint_faults.py",
+                      "tests/reliability/test_concurrent_readers.py",
+                      "tests/reliability/test_driver_kill.py",
+                      "tests/reliability/test_node_loss.py",
+                      "tests/reliability/test_worker_kill.py"],
+    # `reference_run` above
+    "reference-run": ["tests/e2e/test_train.py", "tests/e2e/test_train_scheduling.py",
+                      "tests/e2e/test_eval_training.py", "tests/e2e/test_export_e2e.py",
+                      "tests/reliability/test_storage_s3.py"],
+}
+# the other long files (seconds on 2 cores, bench of the suite), first in the queue
+LONG_FILES = ["tests/e2e/test_dashboard.py", "tests/e2e/test_observability.py",
+              "tests/reliability/test_stop_signals.py", "tests/e2e/test_sweep_e2e.py"]
+_GROUP_OF = {f: g for g, files in SHARED_FIXTURE_GROUPS.items() for f in files}
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its file, or its file's shared-fixture group."""
+    path = nodeid.split("::", 1)[0]
+    return _GROUP_OF.get(path, path)
+
+
+def queue_rank(unit: str) -> int:
+    order = [*SHARED_FIXTURE_GROUPS, *LONG_FILES]
+    return order.index(unit) if unit in order else len(order)
+
+
+def pytest_xdist_make_scheduler(config, log):  # noqa: ANN001 (xdist's hook)
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+        def schedule(self) -> None:
+            """LoadScopeScheduling.schedule (xdist 3.8) with the queue in our order."""
+            assert self.collection_is_completed
+            if self.collection is not None:
+                for node in self.nodes:
+                    self._reschedule(node)
+                return
+            if not self._check_nodes_have_same_collection():
+                self.log("**Different tests collected, aborting run**")
+                return
+            self.collection = list(next(iter(self.registered_collections.values())))
+            if not self.collection:
+                return
+            units: dict[str, dict[str, bool]] = {}
+            for nodeid in self.collection:
+                units.setdefault(self._split_scope(nodeid), {})[nodeid] = False
+            for unit in sorted(units, key=queue_rank):  # stable: collection order otherwise
+                self.workqueue[unit] = units[unit]
+            for _ in range(len(self.nodes) - len(self.workqueue)):  # more workers than work
+                unused, _assigned = self.assigned_work.popitem()
+                unused.shutdown()
+            for node in self.nodes:
+                self._assign_work_unit(node)
+            for node in self.nodes:
+                self._reschedule(node)
+            if not self.workqueue:
+                for node in self.nodes:
+                    node.shutdown()
+
+    return SharedFixtureScheduling(config, log)

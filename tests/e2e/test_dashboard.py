@@ -26,8 +26,6 @@ from orchestrator.store import Store
 from planners.errors import BadInput
 from tests.conftest import assert_bad_input
 
-pytestmark = pytest.mark.xdist_group("dashboard-head")  # the module's Ray head (`head`): started once, in one xdist worker
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -9,8 +9,6 @@ import pytest
 
 from tests.conftest import EVAL_TASKS
 
-pytestmark = pytest.mark.xdist_group("reference-run")  # tests/conftest.py `reference_run`: trained once, in one xdist worker
-
 
 @pytest.mark.slow
 def test_eval_every_stores_rows_from_two_workers(tcli_session, reference_run):

@@ -18,8 +18,6 @@ from orchestrator.store.home import Home
 from orchestrator.store import RunEvent, Store
 from tests.conftest import FAST
 
-pytestmark = pytest.mark.xdist_group("reference-run")  # tests/conftest.py `reference_run`: trained once, in one xdist worker
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # configs are built locally, never the Hub
 
 

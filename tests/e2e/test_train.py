@@ -16,8 +16,6 @@ from orchestrator.store.home import Home
 from orchestrator.store import EnergySample, RunEvent, Step, Store
 from tests.conftest import FAST, SCHEDULE, assert_bad_input  # noqa: F401 (FAST: other suites)
 
-pytestmark = pytest.mark.xdist_group("reference-run")  # tests/conftest.py `reference_run`: trained once, in one xdist worker
-
 
 @pytest.fixture
 def tcli(run_cli, train_home, ray_local, monkeypatch):

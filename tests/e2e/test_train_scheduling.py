@@ -15,7 +15,7 @@ from orchestrator.store.home import Home
 from orchestrator.store import EnergySample, RunEvent, Step, Store
 from tests.e2e.test_train import FAST, SCHEDULE, _losses, tcli  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reference-run")]  # tests/conftest.py `reference_run`: trained once, in one xdist worker
+pytestmark = pytest.mark.slow
 
 
 def _events(home: Path, run_id: str, kind: str) -> list[dict]:

@@ -20,8 +20,6 @@ from orchestrator.run import checkpoint as ckpt
 from tests.reliability._record import record
 from tests.reliability.conftest import STEPS, assert_same_history, events, losses, val_loss
 
-pytestmark = pytest.mark.xdist_group("rel-reference")  # tests/reliability/conftest.py `reference`: trained once, in one xdist worker
-
 
 def _model():
     torch.manual_seed(0)

@@ -11,8 +11,6 @@ import pytest
 from tests.reliability._record import record
 from tests.reliability.conftest import STEPS
 
-pytestmark = pytest.mark.xdist_group("rel-reference")  # tests/reliability/conftest.py `reference`: trained once, in one xdist worker
-
 
 @pytest.mark.slow
 def test_readers_never_fail_and_see_rows_only_grow(reference):

@@ -21,8 +21,6 @@ from tests.reliability._record import record
 from tests.reliability.conftest import (FAST, LAUNCH, PY, ROOT, STEPS, assert_same_history,
                                         copy_home, events, losses, step_times, val_loss)
 
-pytestmark = pytest.mark.xdist_group("rel-reference")  # tests/reliability/conftest.py `reference`: trained once, in one xdist worker
-
 KILL_AFTER = 5  # steps stored before the kill
 
 

@@ -17,8 +17,6 @@ import pytest
 from tests.reliability._record import record_attempt
 from tests.reliability.conftest import PY, ROOT, STEPS, assert_same_history, copy_home
 
-pytestmark = pytest.mark.xdist_group("rel-reference")  # tests/reliability/conftest.py `reference`: trained once, in one xdist worker
-
 
 @pytest.mark.slow
 # CI runs one attempt (about 85 s); TALLY_NODE_LOSS_REPEAT=N runs N, each recorded

@@ -21,8 +21,6 @@ from orchestrator.store.home import Home
 from tests.reliability.conftest import events
 from tests.e2e.test_train import _losses
 
-pytestmark = pytest.mark.xdist_group("reference-run")  # tests/conftest.py `reference_run`: trained once, in one xdist worker
-
 
 @pytest.mark.slow
 def test_checkpoints_in_a_bucket_survive_a_worker_sigkill(train_home, reference_run, ray_local,

@@ -18,8 +18,6 @@ from tests.reliability._record import record
 from tests.reliability.conftest import (STEPS, assert_same_history, events, losses, request,
                                         step_times, val_loss)
 
-pytestmark = pytest.mark.xdist_group("rel-reference")  # tests/reliability/conftest.py `reference`: trained once, in one xdist worker
-
 # CI runs one seed (the test-time budget); TALLY_RELIABILITY_FULL=1 runs both
 SEEDS = [11, 23] if os.environ.get("TALLY_RELIABILITY_FULL") else [11]
 
