@@ -4,9 +4,9 @@ used by the footprint and the cost-optimal solve, and refused where the GPU has 
 Reference figures: Sardana & Frankle 2024 (arXiv 2401.00448) price a phase as
 FLOPs / (peak FLOP/s x MFU) / 3600 x $ per GPU-hour, with the peak of the phase's number format;
 the H100 SXM's dense FP8/INT8 peak is 1979 TFLOP/s against 989 in bf16 (NVIDIA H100 data sheet).
-Their released code was not available to this project's search; the reference values below are
-computed by hand from that formula, so the test checks tally's plumbing against the formula, not
-against their program's output.
+The values in the tests below are computed by hand from that formula, except the last test's,
+which are the output of their released program (`cost_optimal.py`, as its README prints it for
+INT8 serving on A100-40GBs).
 """
 
 from __future__ import annotations
@@ -61,3 +61,24 @@ def test_a100_has_no_fp8():
         make_plan(model="7b", train_tokens="1T", gpu="h100", train_dtype="int8")
     with pytest.raises(BadInput, match="fp4"):
         get_gpu("h100").peak("fp4")
+
+
+def test_int8_serving_on_a100_40gb_matches_sardana_and_frankles_program(home, run_cli):
+    """Their README: `python cost_optimal.py --loss 1.947 --inference_reqs 1e10 --input_tok 1000
+    --output_tok 250 --train_gpu_type A100_80 --train_gpu_cost 1.40 --inference_gpu_type A100_40
+    --inference_dtype int8 --inference_gpu_cost 0.60 --train_mfu 0.5 --prefill_mfu 0.4
+    --generation_mfu 0.2` prints 2.053e+10 parameters, 3.302e+12 tokens, 60.23% of the
+    parameters and 182.41% of the tokens of the equal-quality Chinchilla-style model, at 88.76%
+    of its cost."""
+    res = run_cli("plan", "--target-perf", "1.947", "--requests", "1e10", "--prompt-tokens", "1000",
+                  "--output-tokens", "250", "--gpu", "a100-80gb", "--price", "1.40",
+                  "--inference-gpu", "a100-40gb", "--inference-price", "0.60",
+                  "--inference-dtype", "int8", "--mfu", "0.5", "--prefill-mfu", "0.4",
+                  "--decode-mfu", "0.2", "--no-presets", "--json")
+    assert res.code == 0, res.stderr
+    options = res.json()["options"]
+    cost, chin = _row({"options": options}, "cost-optimal"), _row({"options": options}, "chinchilla")
+    assert f"{cost['params']:.3e}" == "2.053e+10" and f"{cost['tokens']:.3e}" == "3.302e+12"
+    assert f"{100 * cost['params'] / chin['params']:.2f}" == "60.23"
+    assert f"{100 * cost['tokens'] / chin['tokens']:.2f}" == "182.41"
+    assert f"{100 * cost['cost_usd'] / chin['cost_usd']:.2f}" == "88.76"
