@@ -24,8 +24,6 @@ from planners.errors import BadInput, RunFailed, RunInterrupted
 from reports.ops_view import (jobs_table, render_cluster_check, render_dashboard, render_fit,
                               render_fits, render_queue, render_simulation, render_sweep)
 from reports.plan_view import models_table, render_plan
-from reports.progress import StageBars
-from reports.train_output import TrainOutput
 from reports.run_view import (render_dataset, render_datasets, render_export, render_run,
                               render_train, runs_table)
 
@@ -256,6 +254,7 @@ def data_prepare(
     every core, mix them by weight and write memory-mapped token shards with a manifest (train
     and validation splits), streaming in bounded memory; an interrupted prepare resumes."""
     from orchestrator.data import prepare_command
+    from reports.progress import StageBars
 
     with StageBars(err()) as progress:
         m = prepare_command(sources or [], demo, name, home_of(ctx), mixture, vocab_size,
@@ -281,6 +280,7 @@ def data_import(
     """Make a dataset of token files another pipeline wrote, without re-tokenising: checked
     against the tokenizer's vocabulary and (Megatron) the index, given shards and a manifest."""
     from orchestrator.data.importer import import_tokens
+    from reports.progress import StageBars
 
     with StageBars(err()) as progress:
         m = import_tokens(name, train, val, tokenizer, home_of(ctx), dtype=dtype,
@@ -375,6 +375,8 @@ def train_cmd(
         base = None
     spec = build(base, config, given)
     store = store_of(ctx)
+    from reports.train_output import TrainOutput
+
     view = TrainOutput(store, err(), quiet=json_ or g(ctx).json or events)
     try:
         result = train(store, home_of(ctx), spec, resume=resume, dry_run=dry_run,

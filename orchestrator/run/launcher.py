@@ -9,10 +9,9 @@ from typing import Callable
 from model.presets import Preset
 from orchestrator.store.home import Home
 from orchestrator.store import Store
-from orchestrator.run.launch import (_device, _open_data, footprint_assumptions, gpus_needed,
-                                     fit_to_gpu, local_capacity, plan_launch, predict,
-                                     preflight,
-                                     preset_dict, resolve_preset)
+from orchestrator.run.launch import (_device, _open_data, fit_to_gpu, footprint_assumptions,
+                                     gpus_needed, local_capacity, plan_launch, predict,
+                                     preflight, preset_dict, resolve_preset)
 from orchestrator.run.runtime import cluster_capacity, connect, run_on_ray
 from orchestrator.run.spec import FIELDS, RunSpec, stored_settings
 from orchestrator.run.storage import resolve as resolve_storage
@@ -61,7 +60,7 @@ def train(store: Store, home: Home, spec: RunSpec, *, resume: str | None = None,
         preset = resolve_preset(spec.preset, spec.custom_preset)
     from orchestrator.eval.during import items_for_run
 
-    items_for_run(spec)  # --eval-tasks files read and checked before Ray starts
+    eval_items = items_for_run(spec)  # --eval-tasks files read and checked before Ray starts
     import ray
 
     # The embedded default is this machine: check everything against it before starting Ray,
@@ -93,7 +92,7 @@ def train(store: Store, home: Home, spec: RunSpec, *, resume: str | None = None,
     if handle is None:
         handle = connect(home, spec.address, dashboard=spec.dashboard)
     return run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, handle,
-                      progress, events, on_start, policy, resume)
+                      progress, events, on_start, policy, resume, eval_items=eval_items)
 
 
 def plan_for(preset: Preset, spec: RunSpec, capacity: dict, device: str | None = None) -> dict:

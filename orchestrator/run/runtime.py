@@ -98,10 +98,12 @@ def cluster_capacity() -> dict:
 
 
 def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, handle, progress,
-               events, on_start, policy, resume: str | None = None) -> dict:
+               events, on_start, policy, resume: str | None = None, *,
+               eval_items: list[dict] | None = None) -> dict:
     """Record the run (or reopen `resume`), then train it with TorchTrainer, one segment per
     carbon pause, the driver thread writing what the workers send. Ctrl-C or SIGTERM: the
-    workers checkpoint at their next step and stop; the run ends `interrupted`, resumable."""
+    workers checkpoint at their next step and stop; the run ends `interrupted`, resumable.
+    `eval_items`: the --eval-tasks items the launcher read and checked (eval/during.py)."""
     from orchestrator.infra import logs
 
     if resume:
@@ -127,15 +129,17 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
                  plan.workers, device, plan.max_steps, where.storage_path)
         from orchestrator.infra.trackers import open_tracker
 
-        tracker = open_tracker(spec.tracker, run_id, run_dir=run_dir, home=home,
-                               config=store.get_run(run_id).config, run_name=spec.name,
-                               energy_joules=store.run_summaries([run_id])[0]["energy_joules"]
-                               if resume else 0.0)
+        tracker = None
+        if spec.tracker:
+            tracker = open_tracker(spec.tracker, run_id, run_dir=run_dir, home=home,
+                                   config=store.get_run(run_id).config, run_name=spec.name,
+                                   energy_joules=store.run_summaries([run_id])[0]["energy_joules"]
+                                   if resume else 0.0)
         status = "failed"
         try:
             summary = _train(store, spec, preset, plan, dataset, device, assumptions, handle,
                              progress, events, on_start, policy, resume, run_id, where,
-                             logs.level_name(), tracker)
+                             logs.level_name(), tracker, eval_items)
             status = summary["status"]
         except (RunFailed, RunInterrupted) as e:
             status = "failed" if isinstance(e, RunFailed) else "interrupted"
@@ -150,7 +154,8 @@ def run_on_ray(store, home, spec, preset, plan, dataset, device, assumptions, ha
 
 
 def _train(store, spec, preset, plan, dataset, device, assumptions, handle, progress, events,
-           on_start, policy, resume, run_id, where, log_level: str, tracker) -> dict:
+           on_start, policy, resume, run_id, where, log_level: str, tracker,
+           eval_items: list[dict] | None) -> dict:
     """run_on_ray's segments, the driver thread beside them, and the run's end."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -158,7 +163,6 @@ def _train(store, spec, preset, plan, dataset, device, assumptions, handle, prog
 
     from orchestrator.infra.logs import FILE_ONLY, run_log_path
     from orchestrator.run.worker import TrainConfig
-    from orchestrator.eval.during import items_for_run
 
     run_dir = where.local_dir
     if on_start:
@@ -187,7 +191,7 @@ def _train(store, spec, preset, plan, dataset, device, assumptions, handle, prog
         sync_each_micro_batch=plan.sync_each_micro_batch,
         peak_flops=peak_flops(assumptions, device), flops_per_token=flops_per_token(preset.args, plan.seq_len),
         params=preset.params, extra={"threads": plan.cpus_per_worker}, init_from=spec.init_from,
-        eval_every=spec.eval_every, eval_items=items_for_run(spec), log_level=log_level)
+        eval_every=spec.eval_every, eval_items=eval_items, log_level=log_level)
     meters = None
     if spec.meter:
         meters = _meters(run_id, run_dir, spec, assumptions)
